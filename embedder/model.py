@@ -1,0 +1,97 @@
+"""The face embedding network: aligned 112×112 RGB crop → L2-normalised vector.
+
+A small ResNet chosen for 2 CPU cores. Faces are aligned, so position carries identity information: the head
+flattens the last feature map (instead of global pooling) into a linear layer, as face-recognition ResNets do.
+The head ends in BatchNorm before the L2 normalisation: batch-hard triplet loss from scratch otherwise collapses
+every embedding to one point within a few steps, and the BatchNorm keeps the output spread out per dimension.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class EmbedderConfig:
+    """Everything needed to rebuild the network; saved beside the weights."""
+
+    input_size: int = 96           # the network resizes the 112×112 aligned crop to this first (CPU budget)
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    depths: tuple[int, ...] = (2, 3, 3, 2)
+    dim: int = 128
+    dropout: float = 0.2
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EmbedderConfig":
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fields)
+
+
+class BasicBlock(nn.Module):
+    """Pre-activation-free residual block (conv-BN-ReLU-conv-BN + shortcut), as in ResNet-18."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x), inplace=True)
+
+
+class EmbeddingNet(nn.Module):
+    """uint8-range or [0, 1] RGB crops (N, 3, H, W) → (N, dim) unit vectors."""
+
+    def __init__(self, config: EmbedderConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or EmbedderConfig()
+        c = self.config
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, c.widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(c.widths[0]), nn.ReLU(inplace=True)
+        )
+        stages = []
+        cin = c.widths[0]
+        for i, (width, depth) in enumerate(zip(c.widths, c.depths)):
+            for j in range(depth):
+                stride = 2 if (j == 0 and i > 0) else 1
+                stages.append(BasicBlock(cin, width, stride))
+                cin = width
+        self.stages = nn.Sequential(*stages)
+        side = c.input_size // 2 // (2 ** (len(c.widths) - 1))
+        self.head = nn.Sequential(
+            nn.BatchNorm2d(cin),
+            nn.Dropout(c.dropout),
+            nn.Flatten(),
+            nn.Linear(cin * side * side, c.dim, bias=False),
+            nn.BatchNorm1d(c.dim),
+        )
+        self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's output before normalisation (used by distillation)."""
+        if x.shape[-1] != self.config.input_size:
+            x = F.interpolate(x, size=(self.config.input_size,) * 2, mode="bilinear", antialias=False,
+                              align_corners=False)
+        x = (x - self.mean) / self.std
+        return self.head(self.stages(self.stem(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.features(x), dim=1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,93 @@
+"""Training faces: the aligned-crop caches of `train.crops`, identity splits, P×K batches, teacher vectors.
+
+Validation people are held out by *group* (a CelebA identity, or a whole FIW family) so relatives of a
+validation person never appear in training, which would flatter the calibration.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from train.data_paths import data_root
+
+TRAIN_SETS = ("celeba", "fiw")
+
+
+@dataclass
+class FaceSet:
+    images: np.ndarray        # (N, 112, 112, 3) uint8, memory-mapped or in RAM
+    labels: np.ndarray        # (N,) int64 person index
+    teacher: np.ndarray       # (N, 128) float32 centred + normalised dlib vector (zeros where missing)
+    has_teacher: np.ndarray   # (N,) bool
+    people: list[str]         # person index → identity string
+
+
+def _group_of(identity: str) -> str:
+    """FIW identities are `fiw:F0001_MID1`: the family `F0001` is the group; CelebA people are their own group."""
+    dataset, name = identity.split(":", 1)
+    return f"{dataset}:{name.split('_')[0]}" if dataset == "fiw" else identity
+
+
+def load_training_faces(cache: Path, val_fraction: float = 0.1, seed: int = 0) -> tuple[FaceSet, FaceSet, np.ndarray]:
+    """Both training sets, split into (train, validation) by group; also returns the dlib mean used for centring."""
+    root = data_root()
+    if root is None:
+        raise FileNotFoundError("no datasets: set $ONESHOT_DATA or put them in ../shared/datasets")
+    images, identities, teacher = [], [], []
+    for name in TRAIN_SETS:
+        meta = json.loads((cache / f"{name}.json").read_text())
+        keep = np.array(meta["has_face"], dtype=bool)
+        arr = np.load(cache / f"{name}.npy", mmap_mode="r")
+        images.append(np.ascontiguousarray(arr[keep]))
+        identities += [i for i, k in zip(meta["identities"], keep) if k]
+        teacher.append(np.load(root / name / "dlib128.npy").astype(np.float32)[keep])
+    all_images = np.concatenate(images)
+    all_teacher = np.concatenate(teacher)
+    has_teacher = ~np.isnan(all_teacher).any(axis=1)
+
+    groups = sorted({_group_of(i) for i in identities})
+    rng = np.random.default_rng(seed)
+    val_groups = set(rng.choice(groups, size=int(len(groups) * val_fraction), replace=False).tolist())
+    is_val = np.array([_group_of(i) in val_groups for i in identities])
+
+    # dlib's vectors share a large mean (random pairs have cosine ≈ 0.84): centre on the *training* people only.
+    mean = all_teacher[has_teacher & ~is_val].mean(axis=0)
+    centred = np.where(has_teacher[:, None], all_teacher - mean, 0.0)
+    norms = np.linalg.norm(centred, axis=1, keepdims=True)
+    centred = (centred / np.maximum(norms, 1e-6)).astype(np.float32)
+
+    def subset(mask: np.ndarray) -> FaceSet:
+        ids = [i for i, m in zip(identities, mask) if m]
+        people = sorted(set(ids))
+        index = {p: k for k, p in enumerate(people)}
+        return FaceSet(
+            images=all_images[mask],
+            labels=np.array([index[i] for i in ids], dtype=np.int64),
+            teacher=centred[mask],
+            has_teacher=has_teacher[mask],
+            people=people,
+        )
+
+    return subset(~is_val), subset(is_val), mean
+
+
+class PKSampler:
+    """Yields batches of P people × K photos each (people with fewer photos are sampled with repetition)."""
+
+    def __init__(self, labels: np.ndarray, p: int, k: int, seed: int) -> None:
+        self.p, self.k = p, k
+        self.rng = np.random.default_rng(seed)
+        order = np.argsort(labels, kind="stable")
+        bounds = np.flatnonzero(np.diff(labels[order])) + 1
+        self.by_person = [g for g in np.split(order, bounds) if len(g) >= 2]
+
+    def batch(self) -> np.ndarray:
+        people = self.rng.choice(len(self.by_person), size=self.p, replace=False)
+        out = []
+        for person in people:
+            photos = self.by_person[person]
+            out.append(self.rng.choice(photos, size=self.k, replace=len(photos) < self.k))
+        return np.concatenate(out)

@@ -1,0 +1,159 @@
+"""Triplet training of the face embedder on CelebA + FIW (LFW-disjoint), on CPU.
+
+The shipped model was made by (see the model card for the exact command and numbers):
+
+    python -m train.crops --dataset celeba --dataset fiw --out cache/crops
+    nohup python -m train.train_embedder --out runs/emb1 --steps 3000 --seed 0 > runs/emb1.log 2>&1 &
+    python -m train.export --checkpoint runs/emb1/last.pt
+
+Each step: a P×K batch (P people × K photos), one shared network embeds all of them, and the loss is the triplet
+loss over batch-mined (anchor, positive, negative) triplets (`--mining hard|semihard`) or the Siamese contrastive
+loss (`--loss contrastive`), plus an optional auxiliary distillation term pulling each embedding towards dlib's
+(centred, normalised) vector of the same photo (`--distill`, 0 disables it). Checkpoints every few minutes;
+`--resume` continues a run, `--init` starts from existing weights (e.g. the shipped model).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embedder.model import EmbedderConfig, EmbeddingNet, count_parameters
+from train.augment import augment
+from train.evaluate import embed_array, verification_report
+from train.face_data import PKSampler, load_training_faces
+from train.losses import contrastive_loss, distillation_loss, triplet_loss
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, log.jsonl)")
+    p.add_argument("--cache", type=Path, default=Path("cache/crops"), help="aligned crops from train.crops")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--p", type=int, default=32, help="people per batch")
+    p.add_argument("--k", type=int, default=4, help="photos per person")
+    p.add_argument("--loss", choices=["triplet", "contrastive"], default="triplet")
+    p.add_argument("--mining", choices=["hard", "semihard"], default="hard")
+    p.add_argument("--margin", type=float, default=0.3)
+    p.add_argument("--distill", type=float, default=1.0, help="weight of the dlib distillation term (0 = off)")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--input-size", type=int, default=EmbedderConfig.input_size)
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--checkpoint-minutes", type=float, default=4.0)
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights (checkpoint or shipped .pt)")
+    return p.parse_args(argv)
+
+
+def learning_rate(step: int, args: argparse.Namespace) -> float:
+    """Linear warm-up, then cosine decay to 2 % of the peak."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
+    return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def save(path: Path, model: EmbeddingNet, opt: torch.optim.Optimizer, step: int, args: argparse.Namespace,
+         sampler: PKSampler, gen: torch.Generator, teacher_mean: np.ndarray) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({
+        "model": model.state_dict(), "config": model.config.to_dict(), "optimizer": opt.state_dict(),
+        "step": step, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": gen.get_state(),
+        "teacher_mean": teacher_mean,
+    }, tmp)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    train_set, val_set, teacher_mean = load_training_faces(args.cache, seed=0)
+    print(f"train: {len(train_set.labels)} photos of {len(train_set.people)} people; "
+          f"val: {len(val_set.labels)} photos of {len(val_set.people)} people", flush=True)
+
+    model = EmbeddingNet(EmbedderConfig(input_size=args.input_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    sampler = PKSampler(train_set.labels, args.p, args.k, seed=args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    step = 0
+    if args.resume and (args.out / "last.pt").exists():
+        ckpt = torch.load(args.out / "last.pt", weights_only=False)
+        model = EmbeddingNet(EmbedderConfig.from_dict(ckpt["config"]))
+        model.load_state_dict(ckpt["model"])
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        opt.load_state_dict(ckpt["optimizer"])
+        step = ckpt["step"]
+        sampler.rng.bit_generator.state = ckpt["sampler_rng"]
+        gen.set_state(ckpt["torch_rng"])
+        print(f"resumed at step {step}", flush=True)
+    elif args.init is not None:
+        ckpt = torch.load(args.init, weights_only=False)
+        model = EmbeddingNet(EmbedderConfig.from_dict(ckpt["config"]))
+        model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        print(f"initialised from {args.init}", flush=True)
+    print(f"model: {count_parameters(model) / 1e6:.2f}M parameters, input {model.config.input_size}px", flush=True)
+
+    log = open(args.out / "log.jsonl", "a")
+    last_save = time.time()
+    window: list[dict[str, float]] = []
+    t0 = time.time()
+    while step < args.steps:
+        model.train()
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(step, args)
+        idx = sampler.batch()
+        x = torch.from_numpy(train_set.images[idx]).permute(0, 3, 1, 2).float().div_(255)
+        x = augment(x, model.config.input_size, gen)
+        labels = torch.from_numpy(train_set.labels[idx])
+        emb = model(x)
+        if args.loss == "triplet":
+            metric = triplet_loss(emb, labels, args.margin, args.mining)
+        else:
+            metric = contrastive_loss(emb, labels, args.margin)
+        distill = distillation_loss(
+            emb, torch.from_numpy(train_set.teacher[idx]), torch.from_numpy(train_set.has_teacher[idx])
+        )
+        loss = metric + args.distill * distill
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        loss, metric, distill = loss.detach(), metric.detach(), distill.detach()
+        with torch.no_grad():
+            spread = float(torch.pdist(emb[:: args.k]).mean())  # collapse guard: → 0 if everything collapses
+        window.append({"loss": float(loss), "metric": float(metric), "distill": float(distill), "spread": spread})
+        if step % 25 == 0:
+            mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+            rate = 25 * len(idx) / (time.time() - t0)
+            t0 = time.time()
+            window.clear()
+            record = {"step": step, "lr": learning_rate(step, args), "img_per_s": rate, **mean}
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}), flush=True)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+        if step % args.eval_every == 0 or step == args.steps:
+            report = verification_report(embed_array(model, val_set.images), val_set.labels)
+            print(json.dumps({"step": step, "val": report}), flush=True)
+            log.write(json.dumps({"step": step, "val": report}) + "\n")
+            log.flush()
+        if time.time() - last_save > args.checkpoint_minutes * 60 or step == args.steps:
+            save(args.out / "last.pt", model, opt, step, args, sampler, gen, teacher_mean)
+            last_save = time.time()
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
