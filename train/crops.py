@@ -42,7 +42,8 @@ def read_rows(folder: Path) -> list[dict[str, str]]:
 
 
 def build(dataset: str, out_dir: Path, size: int = 112) -> None:
-    """Write `<out>/<dataset>.u8` (N×size×size×3), `<dataset>.json` (paths, identities, has_face)."""
+    """Write `<out>/<dataset>.npy` (N×size×size×3 uint8), `<dataset>.json` (paths, identities, has_face) and,
+    for the training sets, `<dataset>.dlib.npy` (the dlib teacher's vectors, same rows)."""
     folder = data_root() / dataset  # type: ignore[operator]
     rows = read_rows(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +70,9 @@ def build(dataset: str, out_dir: Path, size: int = 112) -> None:
         "faces": [int(r["faces"] or 0) for r in rows],
     }
     (out_dir / f"{dataset}.json").write_text(json.dumps(meta))
+    teacher = folder / "dlib128.npy"
+    if teacher.exists():  # training sets carry dlib's vector of each photo: keep it beside the crops
+        np.save(out_dir / f"{dataset}.dlib.npy", np.load(teacher).astype(np.float32))
 
 
 def main() -> None:

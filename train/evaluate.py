@@ -58,10 +58,10 @@ def roc(dist: np.ndarray, same: np.ndarray, points: int = 400) -> dict[str, list
     neg = np.sort(dist[~same])
     pos = np.sort(dist[same])
     low = neg[np.unique(np.geomspace(1, len(neg), points).astype(int) - 1)]
-    grid = np.unique(np.concatenate([low, np.linspace(0.0, 2.0, points)]))
+    grid = np.unique(np.concatenate([low, np.linspace(0.0, 2.0, points)]).round(5))
     far = np.searchsorted(neg, grid, side="left") / len(neg)
     tar = np.searchsorted(pos, grid, side="left") / max(len(pos), 1)
-    return {"distance": grid.round(5).tolist(), "far": far.tolist(), "tar": tar.tolist()}
+    return {"distance": grid.tolist(), "far": far.tolist(), "tar": tar.tolist()}
 
 
 def tar_at_far(dist: np.ndarray, same: np.ndarray, far: float) -> tuple[float, float]:

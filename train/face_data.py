@@ -11,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from train.data_paths import data_root
-
 TRAIN_SETS = ("celeba", "fiw")
 
 
@@ -33,9 +31,6 @@ def _group_of(identity: str) -> str:
 
 def load_training_faces(cache: Path, val_fraction: float = 0.1, seed: int = 0) -> tuple[FaceSet, FaceSet, np.ndarray]:
     """Both training sets, split into (train, validation) by group; also returns the dlib mean used for centring."""
-    root = data_root()
-    if root is None:
-        raise FileNotFoundError("no datasets: set $ONESHOT_DATA or put them in ../shared/datasets")
     images, identities, teacher = [], [], []
     for name in TRAIN_SETS:
         meta = json.loads((cache / f"{name}.json").read_text())
@@ -43,7 +38,7 @@ def load_training_faces(cache: Path, val_fraction: float = 0.1, seed: int = 0) -
         arr = np.load(cache / f"{name}.npy", mmap_mode="r")
         images.append(np.ascontiguousarray(arr[keep]))
         identities += [i for i, k in zip(meta["identities"], keep) if k]
-        teacher.append(np.load(root / name / "dlib128.npy").astype(np.float32)[keep])
+        teacher.append(np.load(cache / f"{name}.dlib.npy").astype(np.float32)[keep])
     all_images = np.concatenate(images)
     all_teacher = np.concatenate(teacher)
     has_teacher = ~np.isnan(all_teacher).any(axis=1)

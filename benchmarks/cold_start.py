@@ -1,0 +1,63 @@
+"""Cold-start time of the CLI, measured as a user meets it: a fresh process each time.
+
+    python benchmarks/cold_start.py [--photo PATH] [--runs 5]
+
+Reports the median wall time of `oneshot --help` (imports only: must stay fast, no torch) and of
+`oneshot identify PHOTO` against an empty gallery (process start, model loading, detection, embedding).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def timed(cmd: list[str], env: dict[str, str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    from train.data_paths import data_root
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--photo", type=Path, default=None)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    photo = args.photo
+    if photo is None:
+        root = data_root()
+        if root is None:
+            sys.exit("give --photo PATH (no datasets found for a default photo)")
+        photo = root / "lfw" / "images" / "AJ_Cook" / "AJ_Cook_0001.jpg"
+    exe = shutil.which("oneshot") or sys.exit("the `oneshot` console script is not installed")
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "ONESHOT_HOME": home}
+        results = {
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "help_s": timed([exe, "--help"], env, args.runs),
+            "identify_s": timed([exe, "identify", str(photo)], env, args.runs),
+        }
+    print(json.dumps(results, indent=1))
+    out = ROOT / "benchmarks" / "results" / "cold_start.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The flat public API: photo → faces → aligned crops → L2-normalised vectors.
+
+In the spirit of face_recognition's `api.py`, but nothing heavy happens at import: torch and the weights load on
+the first call that needs them, once per process, so `oneshot --help` stays fast.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from embedder.align import align_face
+from embedder.photo import PhotoError, load_photo
+from embedder.types import Face
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from embedder.model import EmbeddingNet
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+EMBEDDER_WEIGHTS = WEIGHTS_DIR / "embedder.pt"
+EMBEDDER_CARD = WEIGHTS_DIR / "embedder.json"
+
+__all__ = [
+    "Face", "PhotoError", "load_photo", "detect_faces", "face_locations", "face_landmarks", "aligned_faces",
+    "face_embeddings", "model_card", "model_id",
+]
+
+_lock = threading.Lock()
+
+
+def detect_faces(image: "Image.Image") -> list[Face]:
+    """Every face in the photo (box, score, 5 landmarks), largest first."""
+    from embedder.detector import detect_faces as _detect
+
+    return _detect(image)
+
+
+def face_locations(image: "Image.Image") -> list[tuple[float, float, float, float]]:
+    """Face boxes (x1, y1, x2, y2), largest first."""
+    return [face.box for face in detect_faces(image)]
+
+
+def face_landmarks(image: "Image.Image") -> list[tuple[tuple[float, float], ...]]:
+    """The 5 landmarks of every face, largest first."""
+    return [face.landmarks for face in detect_faces(image)]
+
+
+def aligned_faces(image: "Image.Image", faces: Sequence[Face]) -> list["Image.Image"]:
+    """112×112 crops with the landmarks on the template: exactly what the embedder was trained on."""
+    return [align_face(image, face.landmarks) for face in faces]
+
+
+@lru_cache(maxsize=1)
+def _embedder() -> "EmbeddingNet":
+    import torch
+
+    from embedder.model import EmbedderConfig, EmbeddingNet
+
+    with _lock:
+        saved = torch.load(EMBEDDER_WEIGHTS, map_location="cpu", weights_only=True)
+        model = EmbeddingNet(EmbedderConfig.from_dict(saved["config"]))
+        model.load_state_dict({k: v.float() for k, v in saved["model"].items()})
+        return model.eval()
+
+
+def face_embeddings(crops: Sequence["Image.Image"]) -> np.ndarray:
+    """Aligned crops → (n, dim) float32 unit vectors.
+
+    Each vector is the normalised sum of the crop's and its mirror image's embeddings: the flip costs one more
+    forward pass and makes the vector insensitive to which side of the face the light came from.
+    """
+    import torch
+
+    model = _embedder()
+    if not crops:
+        return np.zeros((0, model.config.dim), dtype=np.float32)
+    x = torch.from_numpy(np.stack([np.asarray(c.convert("RGB"), dtype=np.uint8) for c in crops]))
+    x = x.permute(0, 3, 1, 2).float().div_(255)
+    with torch.inference_mode():
+        emb = model(x) + model(torch.flip(x, dims=[3]))
+        return torch.nn.functional.normalize(emb, dim=1).numpy().astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def model_card() -> dict[str, Any]:
+    """The embedder's model card: data, loss, margin, calibrated threshold and ROC, metrics."""
+    return json.loads(EMBEDDER_CARD.read_text())
+
+
+def model_id() -> str:
+    """Which model made a vector: vectors from different models are never compared."""
+    return str(model_card()["model_id"])
+
+
+def weights_digest(path: Path = EMBEDDER_WEIGHTS) -> str:
+    """Short content hash of a weights file (the model id written into the card at export)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

@@ -1,0 +1,60 @@
+"""The shipped embedder: loads from the package, gives unit vectors, and its model card matches its weights.
+
+These need no datasets (the weights ship in git), so they never skip. Accuracy is measured in benchmarks/lfw.py.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from embedder import api
+from embedder.model import EmbedderConfig, EmbeddingNet
+
+
+def synthetic_crop(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    base = np.kron(rng.integers(0, 256, size=(14, 14, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+    return Image.fromarray(base)
+
+
+def test_shipped_weights_and_card_agree() -> None:
+    card = api.model_card()
+    assert card["model_id"] == api.weights_digest()
+    assert card["loss"] in {"triplet", "contrastive"} and card["margin"] > 0
+    assert 0 < card["threshold"] < 2
+    far, tar = np.array(card["roc"]["far"]), np.array(card["roc"]["tar"])
+    assert np.all(np.diff(card["roc"]["distance"]) > 0) and np.all(np.diff(far) >= 0) and np.all(np.diff(tar) >= 0)
+    assert api.EMBEDDER_WEIGHTS.stat().st_size <= 30 * 2**20
+
+
+def test_embeddings_are_unit_vectors_of_the_card_dimension() -> None:
+    emb = api.face_embeddings([synthetic_crop(0), synthetic_crop(1), synthetic_crop(0)])
+    assert emb.shape == (3, api.model_card()["dim"]) and emb.dtype == np.float32
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    assert np.allclose(emb[0], emb[2], atol=1e-5)          # deterministic (eval mode, no dropout)
+    assert not np.allclose(emb[0], emb[1], atol=1e-3)
+    assert api.face_embeddings([]).shape == (0, api.model_card()["dim"])
+
+
+def test_mirror_image_gets_the_same_vector() -> None:
+    """The product embeds a crop and its mirror together, so a mirrored photo gives the same vector."""
+    crop = synthetic_crop(3)
+    a, b = api.face_embeddings([crop, crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    assert np.allclose(a, b, atol=1e-4)
+
+
+def test_network_output_is_normalised_for_any_batch() -> None:
+    import torch
+
+    model = EmbeddingNet(EmbedderConfig(input_size=64)).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 112, 112))
+    assert out.shape == (2, 128) and torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_config_round_trips_through_json() -> None:
+    config = EmbedderConfig(input_size=80, widths=(8, 16, 32, 64), depths=(1, 1, 1, 1), dim=64)
+    assert EmbedderConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

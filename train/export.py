@@ -1,0 +1,130 @@
+"""Turn a training checkpoint into the shipped model: weights + a model card with the calibrated threshold.
+
+    python -m train.export --checkpoint runs/emb1/last.pt
+
+Calibration happens here, on the held-out validation people only (never LFW):
+1. The triplet margin α fixes the geometry: training stops pushing once d(a, n) ≥ d(a, p) + α, so genuine pairs
+   sit around their typical distance and impostors at least α further out. The starting threshold is therefore the
+   mean genuine distance plus α/2 — the middle of the margin band.
+2. The held-out people then give the whole ROC (distance → false accept rate, true accept rate), stored in the card.
+   The product reads its threshold off that ROC for the gallery's size (`enroll.decision`), and the card's
+   `threshold` is the distance at the default per-comparison false accept rate.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embedder.api import EMBEDDER_CARD, EMBEDDER_WEIGHTS, weights_digest
+from embedder.model import EmbedderConfig, EmbeddingNet, count_parameters
+from train.evaluate import all_pairs, distance, embed_array, roc, tar_at_far, verification_report
+from train.face_data import load_training_faces
+
+DEFAULT_FAR = 1e-3
+
+
+def calibrate(model: EmbeddingNet, cache: Path, margin: float) -> dict:
+    """Threshold from the margin, then the ROC and metrics on the validation people."""
+    _, val_set, _ = load_training_faces(cache, seed=0)
+    emb = embed_array(model, val_set.images)
+    pairs, same = all_pairs(val_set.labels, max_negatives=2_000_000)
+    dist = distance(emb[pairs[:, 0]], emb[pairs[:, 1]])
+    from_margin = float(dist[same].mean() + margin / 2)
+    curve = roc(dist, same)
+    tar, threshold = tar_at_far(dist, same, DEFAULT_FAR)
+    report = verification_report(emb, val_set.labels)
+    return {
+        "threshold": round(threshold, 4),
+        "threshold_far": DEFAULT_FAR,
+        "threshold_tar": round(tar, 4),
+        "threshold_from_margin": round(from_margin, 4),
+        "threshold_from_margin_far": float(np.mean(dist[~same] < from_margin)),
+        "threshold_from_margin_tar": float(np.mean(dist[same] < from_margin)),
+        "roc": curve,
+        "validation": {
+            "people": len(val_set.people), "photos": int(len(val_set.labels)), **report,
+        },
+    }
+
+
+def training_command(train_args: dict) -> str:
+    """The full training command line, every option spelled out, rebuilt from the checkpoint's arguments."""
+    parts = ["python -m train.train_embedder"]
+    for key, value in train_args.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parts += [flag] if value else []
+        elif value is not None:
+            parts += [flag, shlex.quote(str(value))]
+    return " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, default=Path("cache/crops"))
+    parser.add_argument("--weights", type=Path, default=EMBEDDER_WEIGHTS)
+    parser.add_argument("--card", type=Path, default=EMBEDDER_CARD)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+
+    ckpt = torch.load(args.checkpoint, weights_only=False, map_location="cpu")
+    config = EmbedderConfig.from_dict(ckpt["config"])
+    model = EmbeddingNet(config)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    train_args = ckpt.get("args", {})
+    margin = float(train_args.get("margin", 0.3))
+
+    # Ship float16 weights (half the size); they are widened to float32 on load. Calibrate the widened copy so
+    # the card describes exactly what users run.
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save({"config": config.to_dict(), "model": half}, buffer)
+    args.weights.parent.mkdir(parents=True, exist_ok=True)
+    args.weights.write_bytes(buffer.getvalue())
+    model.load_state_dict({k: v.float() for k, v in half.items()})
+
+    calibration = calibrate(model, args.cache, margin)
+    steps = int(ckpt["step"])
+    batch = int(train_args.get("p", 32)) * int(train_args.get("k", 4))
+    card = {
+        "name": "oneshot-embedder",
+        "model_id": weights_digest(args.weights),
+        "dim": config.dim,
+        "input_size": 112,
+        "network": f"ResNet-style, widths {list(config.widths)}, depths {list(config.depths)}, "
+                   f"{config.input_size}px internal, flatten-linear head ending in BatchNorm, "
+                   f"{count_parameters(model) / 1e6:.2f}M parameters",
+        "loss": train_args.get("loss", "triplet"),
+        "mining": train_args.get("mining", "hard"),
+        "margin": margin,
+        "distillation": {
+            "weight": train_args.get("distill", 0.0),
+            "teacher": "dlib ResNet 128-d vectors (face_recognition_models, public domain) of our own training "
+                       "photos, centred on the training people's mean and L2-normalised",
+        },
+        "data": "CelebA (2,970 people) + FIW (2,378 people), LFW-disjoint; aligned with the MTCNN teacher's "
+                "landmarks onto the 112x112 template; 10 % of people (by CelebA identity / FIW family) held out "
+                "for validation and calibration",
+        "steps": steps,
+        "images_seen": steps * batch,
+        "train_command": training_command(train_args),
+        "export_command": "python -m train.export " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "distance": "Euclidean between unit vectors (0..2); accept when distance < threshold",
+        **calibration,
+    }
+    args.card.write_text(json.dumps(card, indent=1) + "\n")
+    summary = {k: card[k] for k in ("model_id", "threshold", "threshold_from_margin", "threshold_tar")}
+    print(json.dumps({**summary, "validation": card["validation"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
