@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--input-size", type=int, default=EmbedderConfig.input_size)
+    p.add_argument("--minutes", type=float, default=0.0,
+                   help="wall-clock budget: the schedule ends at whichever comes first, --steps or --minutes (0 = off)")
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--checkpoint-minutes", type=float, default=4.0)
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
@@ -54,22 +56,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def learning_rate(step: int, args: argparse.Namespace) -> float:
-    """Linear warm-up, then cosine decay to 2 % of the peak."""
+def learning_rate(step: int, args: argparse.Namespace, elapsed: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 2 % of the peak, over steps or the time budget, whichever is shorter.
+
+    A time budget makes a background run finish inside a session whatever else the 2 cores are doing."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
     progress = (step - args.warmup) / max(1, args.steps - args.warmup)
+    if args.minutes > 0:
+        progress = max(progress, elapsed / (args.minutes * 60))
     return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def save(path: Path, model: EmbeddingNet, opt: torch.optim.Optimizer, step: int, args: argparse.Namespace,
-         sampler: PKSampler, gen: torch.Generator, teacher_mean: np.ndarray) -> None:
+         sampler: PKSampler, gen: torch.Generator, teacher_mean: np.ndarray, elapsed: float) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({
         "model": model.state_dict(), "config": model.config.to_dict(), "optimizer": opt.state_dict(),
         "step": step, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": gen.get_state(),
-        "teacher_mean": teacher_mean,
+        "teacher_mean": teacher_mean, "elapsed": elapsed,
     }, tmp)
     tmp.replace(path)
 
@@ -88,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     sampler = PKSampler(train_set.labels, args.p, args.k, seed=args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     step = 0
+    elapsed = 0.0  # training seconds so far, carried across --resume for the time budget
     if args.resume and (args.out / "last.pt").exists():
         ckpt = torch.load(args.out / "last.pt", weights_only=False)
         model = EmbeddingNet(EmbedderConfig.from_dict(ckpt["config"]))
@@ -95,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         opt.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
+        elapsed = float(ckpt.get("elapsed", 0.0))
         sampler.rng.bit_generator.state = ckpt["sampler_rng"]
         gen.set_state(ckpt["torch_rng"])
         print(f"resumed at step {step}", flush=True)
@@ -110,10 +118,15 @@ def main(argv: list[str] | None = None) -> None:
     last_save = time.time()
     window: list[dict[str, float]] = []
     t0 = time.time()
-    while step < args.steps:
+    tick = time.time()
+    finished = False
+    while not finished:
         model.train()
+        now = time.time()
+        elapsed += now - tick
+        tick = now
         for group in opt.param_groups:
-            group["lr"] = learning_rate(step, args)
+            group["lr"] = learning_rate(step, args, elapsed)
         idx = sampler.batch()
         x = torch.from_numpy(train_set.images[idx]).permute(0, 3, 1, 2).float().div_(255)
         x = augment(x, model.config.input_size, gen)
@@ -131,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         loss.backward()
         opt.step()
         step += 1
+        finished = step >= args.steps or (args.minutes > 0 and elapsed >= args.minutes * 60)
         loss, metric, distill = loss.detach(), metric.detach(), distill.detach()
         with torch.no_grad():
             spread = float(torch.pdist(emb[:: args.k]).mean())  # collapse guard: → 0 if everything collapses
@@ -140,17 +154,18 @@ def main(argv: list[str] | None = None) -> None:
             rate = 25 * len(idx) / (time.time() - t0)
             t0 = time.time()
             window.clear()
-            record = {"step": step, "lr": learning_rate(step, args), "img_per_s": rate, **mean}
+            record = {"step": step, "lr": learning_rate(step, args, elapsed), "img_per_s": rate,
+                      "minutes": elapsed / 60, **mean}
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}), flush=True)
             log.write(json.dumps(record) + "\n")
             log.flush()
-        if step % args.eval_every == 0 or step == args.steps:
+        if step % args.eval_every == 0 or finished:
             report = verification_report(embed_array(model, val_set.images), val_set.labels)
             print(json.dumps({"step": step, "val": report}), flush=True)
             log.write(json.dumps({"step": step, "val": report}) + "\n")
             log.flush()
-        if time.time() - last_save > args.checkpoint_minutes * 60 or step == args.steps:
-            save(args.out / "last.pt", model, opt, step, args, sampler, gen, teacher_mean)
+        if time.time() - last_save > args.checkpoint_minutes * 60 or finished:
+            save(args.out / "last.pt", model, opt, step, args, sampler, gen, teacher_mean, elapsed)
             last_save = time.time()
     print("done", flush=True)
 

@@ -1,0 +1,88 @@
+"""ORM tables of the gallery database, the source of truth (the FAISS index is only a cache of ``faces``).
+
+Deliberately minimal: a person is a unique name; each face row holds one vector, the model that made it and the
+sha256 of its photo (never the photo itself), so erasing a person means deleting exactly these rows.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SCHEMA_VERSION = 1
+META_ROW_ID = 1
+
+
+def utcnow() -> datetime:
+    """Current time as an aware UTC datetime (naive datetimes are ambiguous once they are stored)."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetime stored as ISO-8601 text; SQLite has no timezone-aware type of its own."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        return value.astimezone(timezone.utc).isoformat()
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        parsed = datetime.fromisoformat(value)
+        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the gallery tables."""
+
+
+class Person(Base):
+    """An enrolled person; the name is the user-facing identity, so it is unique."""
+
+    __tablename__ = "people"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    faces: Mapped[list[Face]] = relationship(
+        back_populates="person", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Face(Base):
+    """One face vector of a person; several per person are allowed (several photos, several models)."""
+
+    __tablename__ = "faces"
+    # AUTOINCREMENT: a face id (also the FAISS id and Match.face_id) is never reused after a deletion.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[str] = mapped_column(String(128), index=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # unit-norm little-endian float32, dim * 4 bytes
+    photo_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    person: Mapped[Person] = relationship(back_populates="faces")
+
+
+class Meta(Base):
+    """A single row; ``generation`` is bumped in the same transaction as every change, so a cached index can
+    tell whether it still matches the database."""
+
+    __tablename__ = "meta"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    schema_version: Mapped[int] = mapped_column(Integer, default=SCHEMA_VERSION)
