@@ -1,0 +1,381 @@
+"""The `oneshot` command line: a thin typer layer over `enroll.service.OneShot`.
+
+Only typer is imported at module level; the service (and through it torch, faiss, SQLAlchemy) is imported inside
+each command, so `oneshot --help` and usage errors answer instantly. Every failure becomes one `error: ...` line on
+stderr and an exit code; a traceback is shown only with `--debug`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from enroll.service import Enrolment, Identification, OneShot
+
+EXIT_OK = 0
+EXIT_NEGATIVE = 1   # a readable photo, but: unknown face, no face, not the same person, enrolment refused
+EXIT_BAD_INPUT = 2  # bad input or usage: unreadable photo, bad name, unknown person, corrupt gallery, ...
+
+EPILOG = """\b
+Exit codes:
+  0  success
+  1  a negative answer: identify found a photo that is unknown (its largest
+     face is not enrolled) or has no face, so `oneshot identify p.jpg &&
+     open_door` is safe; verify says different people or found no face;
+     enroll refused a photo (no face, several faces without --largest, or
+     the face already matches someone else)
+  2  bad input or usage: a missing, empty, truncated, non-image or too large
+     photo, a bad name, removing an unknown name, a corrupt gallery, a bad
+     option or argument
+
+In a batch every photo succeeds or fails on its own; the exit code is the worst outcome. Errors are one line on stderr;
+--debug adds the traceback.
+"""
+
+app = typer.Typer(
+    name="oneshot",
+    help="One-shot face enrolment: enrol a person from one photo, identify faces in photos, remove people.",
+    epilog=EPILOG,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class _State:
+    """Global options, set by the callback before any command runs."""
+
+    home: Optional[Path] = None
+    debug: bool = False
+
+
+STATE = _State()
+
+JsonOption = typer.Option(False, "--json", help="Machine-readable output: one JSON object per line.")
+
+
+@app.callback()
+def _global(
+    home: Optional[Path] = typer.Option(
+        None, "--home", metavar="DIR",
+        help="Gallery directory. Default: $ONESHOT_HOME, else ~/.local/share/oneshot ($XDG_DATA_HOME/oneshot).",
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks for errors."),
+) -> None:
+    """One-shot face enrolment: enrol a person from one photo, identify faces in photos, remove people."""
+    STATE.home = home
+    STATE.debug = debug
+
+
+# Photo arguments are plain strings, not Path: results and JSON report each photo exactly as the user typed it
+# (Path would turn "./door.jpg" into "door.jpg").
+
+
+@app.command()
+def enroll(
+    photos: list[str] = typer.Argument(..., metavar="PHOTO", help="Photos, one person per photo.",
+                                        show_default=False),
+    name: Optional[str] = typer.Option(None, "--name", "-n",
+                                       help="Enrol every photo as this person (default: each file's stem)."),
+    largest: bool = typer.Option(False, "--largest", help="Enrol the largest face when a photo has several."),
+    force: bool = typer.Option(False, "--force",
+                               help="Enrol even when the face already matches a different person."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Enrol people from photos: `oneshot enroll alice.jpg` enrols 'alice' (the file stem).
+
+    Enrolling a name that exists adds the photo to that person. A photo with no face, several faces (without
+    --largest), or a face that already matches a different person (without --force) is refused.
+    """
+    def run() -> int:
+        from enroll.names import validate_name
+
+        if name is not None:
+            validate_name(name)   # one bad --name is a usage error, not one error per photo
+        worst = EXIT_OK
+        with _service() as service:
+            for result in service.enroll_iter(photos, name, largest=largest, force=force):
+                worst = max(worst, _enrol_code(result))
+                _report_enrolment(result, as_json)
+        return worst
+
+    _run(run)
+
+
+@app.command()
+def identify(
+    photos: list[str] = typer.Argument(..., metavar="PHOTO", help="Photos to identify.", show_default=False),
+    as_json: bool = JsonOption,
+) -> None:
+    """Name every face in each photo, largest first, or say unknown.
+
+    A face is named when its nearest enrolled person is closer than the threshold, which gets stricter as the
+    gallery grows. A photo's answer is its largest face. Exit code 1 when any photo is unknown or has no face.
+    """
+    def run() -> int:
+        worst = EXIT_OK
+        with _service() as service:
+            for result in service.identify_iter(photos):
+                worst = max(worst, _identify_code(result))
+                _report_identification(result, as_json, prefix=len(photos) > 1)
+        return worst
+
+    _run(run)
+
+
+@app.command()
+def verify(
+    photo_a: str = typer.Argument(..., metavar="PHOTO_A", show_default=False),
+    photo_b: str = typer.Argument(..., metavar="PHOTO_B", show_default=False),
+    as_json: bool = JsonOption,
+) -> None:
+    """Same person? Compares the largest face of two photos (the gallery is not used). Exit 1 when not."""
+    def run() -> int:
+        from enroll.service import INVALID, ERROR, REFUSED
+
+        with _service() as service:
+            result = service.verify(photo_a, photo_b)
+        if result.error is not None:
+            _error(result.error, result.exc)
+        if as_json:
+            _print_json(result.to_json())
+        elif result.same is not None:
+            answer = "yes, the same person" if result.same else "no, different people"
+            print(f"{answer}  (distance {result.distance:.2f}, threshold {result.threshold:.2f})")
+        if result.status in (INVALID, ERROR):
+            return EXIT_BAD_INPUT
+        if result.status == REFUSED:
+            return EXIT_NEGATIVE
+        return EXIT_OK if result.same else EXIT_NEGATIVE
+
+    _run(run)
+
+
+@app.command("list")
+def list_people(as_json: bool = JsonOption) -> None:
+    """List everyone enrolled, with their number of photos."""
+    def run() -> int:
+        with _service() as service:
+            people = service.people()
+        if as_json:
+            for person in people:
+                _print_json(person.to_json())
+        elif not people:
+            print("nobody is enrolled")
+        else:
+            for person in people:
+                extra = f", {person.other_model_faces} from another model" if person.other_model_faces else ""
+                print(f"{person.name}  ({person.faces} photo{'s' if person.faces != 1 else ''}{extra}; "
+                      f"enrolled {person.created_at})")
+        return EXIT_OK
+
+    _run(run)
+
+
+@app.command()
+def remove(
+    name: str = typer.Argument(..., metavar="NAME", show_default=False),
+    as_json: bool = JsonOption,
+) -> None:
+    """Remove a person: their name, every face vector and index entry, erased in one transaction."""
+    def run() -> int:
+        with _service() as service:
+            removal = service.remove(name)
+        if as_json:
+            _print_json(removal.to_json())
+        else:
+            print(f"removed {removal.name!r} ({removal.faces} photo{'s' if removal.faces != 1 else ''})")
+        return EXIT_OK
+
+    _run(run)
+
+
+@app.command()
+def model(as_json: bool = JsonOption) -> None:
+    """Show the shipped model: training data, steps, loss, margin, threshold, metrics and τ(N)."""
+    def run() -> int:
+        with _service() as service:
+            info = service.model_info()
+        if as_json:
+            _print_json(info.to_json())
+            return EXIT_OK
+        print(f"model      {info.model_id}  ({info.dim}-d vectors, {info.input_size}px crops)")
+        print(_wrapped("data       ", info.data))
+        print(f"training   {info.steps} steps, {info.loss} loss, margin {info.margin}")
+        at_far = f" at false accept rate {info.threshold_far:g}" if info.threshold_far is not None else ""
+        print(f"threshold  {info.threshold:.3f}  (one comparison{at_far}; used by verify)")
+        if info.metrics:
+            print("metrics")
+            for key, value in info.metrics.items():
+                print(f"  {key:<24} {_value(value)}")
+        print(f"identify threshold τ(N) for N enrolled people (false identification rate {info.fpir:g}):")
+        for n, tau in info.thresholds:
+            print(f"  N = {n:>7,}   τ = {tau:.3f}")
+        people = ("no gallery yet" if info.people is None
+                  else f"{info.people} {'person' if info.people == 1 else 'people'} enrolled")
+        print(f"gallery    {info.home}  ({people})")
+        return EXIT_OK
+
+    _run(run)
+
+
+# -- plumbing ---------------------------------------------------------------------------------------------------
+
+
+def _service() -> "OneShot":
+    from enroll.service import OneShot
+
+    return OneShot(STATE.home)
+
+
+def _run(body: Any) -> NoReturn:
+    """Run a command body; map every exception to one `error:` line and exit 2 (a traceback only with --debug)."""
+    try:
+        code = body()
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        _error("interrupted", None)
+        raise typer.Exit(130) from None
+    except BrokenPipeError:
+        # `oneshot list | head -1`: the reader left; stop quietly (and keep Python from complaining at exit).
+        _silence_stdout()
+        raise typer.Exit(EXIT_OK) from None
+    except Exception as exc:  # noqa: BLE001 - the user gets one line, never a traceback
+        _error(_message(exc), exc)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    raise typer.Exit(code)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _message(exc: BaseException) -> str:
+    """One line for the user: our own exceptions already say what and where; anything else is a bug."""
+    from enroll.names import InvalidName
+
+    text = " ".join(str(exc).split())
+    known = (InvalidName, OSError)
+    try:
+        from enroll.service import ModelUnavailable
+        from gallery import GalleryError
+
+        known = (*known, ModelUnavailable, GalleryError)
+    except Exception:  # noqa: BLE001 - the gallery itself failing to import is reported below
+        pass
+    if isinstance(exc, known) and text:
+        return text
+    return f"internal error: {type(exc).__name__}: {text}"
+
+
+def _error(message: str, exc: BaseException | None) -> None:
+    if STATE.debug and exc is not None:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    elif "internal error" in message and "--debug" not in message:
+        message += " (run with --debug for details)"
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _print_json(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, ensure_ascii=False))
+
+
+def _enrol_code(result: "Enrolment") -> int:
+    from enroll.service import REFUSED
+
+    if result.ok:
+        return EXIT_OK
+    return EXIT_NEGATIVE if result.status == REFUSED else EXIT_BAD_INPUT
+
+
+def _report_enrolment(result: "Enrolment", as_json: bool) -> None:
+    if as_json:
+        _print_json(result.to_json())
+    if not result.ok:
+        _error(result.message, result.exc)
+    elif not as_json:
+        print(result.message)
+
+
+def _identify_code(result: "Identification") -> int:
+    if result.error is not None:
+        return EXIT_BAD_INPUT
+    return EXIT_OK if result.known else EXIT_NEGATIVE
+
+
+def _report_identification(result: "Identification", as_json: bool, *, prefix: bool) -> None:
+    if result.error is not None:
+        _error(result.error, result.exc)
+    if as_json:
+        _print_json(result.to_json())
+        return
+    if result.error is not None:
+        return
+    lead = f"{result.photo}: " if prefix else ""
+    if not result.faces:
+        print(f"{lead}no face found")
+        return
+    for i, face in enumerate(result.faces, 1):
+        which = f"face {i} of {len(result.faces)} at {_box_text(face.box)}: " if len(result.faces) > 1 else ""
+        if face.distance is None:
+            print(f"{lead}{which}unknown  (nobody is enrolled)")
+        elif face.name is not None:
+            print(f"{lead}{which}{face.name}  (distance {face.distance:.2f}, threshold {face.threshold:.2f})")
+        else:
+            print(f"{lead}{which}unknown  (nearest {face.nearest!r} at distance {face.distance:.2f}, "
+                  f"threshold {face.threshold:.2f})")
+
+
+def _box_text(box: tuple[float, float, float, float]) -> str:
+    return "[" + ", ".join(str(round(v)) for v in box) + "]"
+
+
+def _wrapped(label: str, value: Any) -> str:
+    import textwrap
+
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return textwrap.fill(text, width=100, initial_indent=label, subsequent_indent=" " * len(label))
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return _short(value)
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def main() -> None:
+    """Console-script entry point: runs the app; the last line of defence against a traceback."""
+    try:
+        app(prog_name="oneshot")
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001
+        if STATE.debug:
+            traceback.print_exc()
+        print(f"error: internal error: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,561 @@
+"""The oneshot service: enrol, identify, verify, remove, list — the CLI is a thin layer over this.
+
+Every photo in a batch succeeds or fails on its own: failures are captured in its result (never raised), so the
+good photos go through and the caller lists every failure. Only problems that make the whole gallery unusable — a
+corrupt database, missing model weights — are raised, as one-line exceptions.
+
+Heavy machinery (torch, faiss, SQLAlchemy) is imported on first use, and the gallery is opened lazily: reading a
+bad photo needs neither the model nor the database, and `identify` against a home with no database creates none.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from enroll.decision import DEFAULT_FPIR, decide, threshold_for_gallery
+from enroll.names import InvalidName, name_from_path, validate_name
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+    from embedder.types import Face
+    from gallery import Gallery, Match
+
+DB_FILENAME = "gallery.sqlite3"
+# Gallery sizes shown in the threshold table of `oneshot model`.
+TABLE_SIZES = (1, 10, 100, 1_000, 10_000, 100_000)
+# Two embeddings of the same file are bit-identical; anything this close is the same picture re-encoded at most.
+SAME_PICTURE_DISTANCE = 1e-3
+
+
+class Engine(Protocol):
+    """What the service needs from `embedder` (its flat API); tests substitute a fake with the same shape."""
+
+    def load_photo(self, path: str | os.PathLike[str]) -> "Image.Image": ...
+    def detect_faces(self, image: "Image.Image") -> list["Face"]: ...
+    def aligned_faces(self, image: "Image.Image", faces: Sequence["Face"]) -> list[Any]: ...
+    def face_embeddings(self, crops: Sequence[Any]) -> "np.ndarray": ...
+    def model_card(self) -> dict[str, Any]: ...
+    def model_id(self) -> str: ...
+
+
+class ModelUnavailable(RuntimeError):
+    """The shipped model (weights or card) cannot be loaded; nothing that needs faces can work."""
+
+
+class Refused(Exception):
+    """A readable photo that this operation will not accept (no face, several faces, looks like someone else)."""
+
+
+# Outcomes of one photo. "invalid" and "error" are bad input or a failure (exit 2); "refused" and "unknown" are a
+# negative answer about a readable photo (exit 1).
+ENROLLED, ADDED, DUPLICATE, REFUSED, INVALID, ERROR = "enrolled", "added", "duplicate", "refused", "invalid", "error"
+
+
+def default_engine() -> Engine:
+    """The real embedder (imported here so that importing the service stays cheap)."""
+    import embedder
+
+    return embedder  # type: ignore[return-value]
+
+
+def default_home(environ: dict[str, str] | None = None) -> Path:
+    """Where the gallery lives when `--home` is not given: `$ONESHOT_HOME`, else a per-user data directory.
+
+    The data directory follows the XDG convention on Linux (`$XDG_DATA_HOME/oneshot`, default
+    `~/.local/share/oneshot`), `~/Library/Application Support/oneshot` on macOS and `%LOCALAPPDATA%\\oneshot` on
+    Windows, so biometric data never lands in the current directory by accident.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("ONESHOT_HOME"):
+        return Path(env["ONESHOT_HOME"]).expanduser()
+    if sys.platform == "win32" and env.get("LOCALAPPDATA"):
+        return Path(env["LOCALAPPDATA"]) / "oneshot"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "oneshot"
+    if env.get("XDG_DATA_HOME"):
+        return Path(env["XDG_DATA_HOME"]).expanduser() / "oneshot"
+    return Path.home() / ".local" / "share" / "oneshot"
+
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class FaceAnswer:
+    """One face of an identified photo. `distance` is to the nearest enrolled person (None: nobody enrolled);
+    `name` is that person only when `distance < threshold`, else None (unknown)."""
+
+    box: Box
+    name: str | None
+    distance: float | None
+    threshold: float
+    nearest: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"box": _rounded_box(self.box), "name": self.name, "distance": _round(self.distance),
+                "threshold": _round(self.threshold)}
+
+
+@dataclass
+class Identification:
+    """The answer for one photo: every face, largest first, or the error that kept the photo from being read."""
+
+    photo: str
+    faces: list[FaceAnswer] = field(default_factory=list)
+    threshold: float | None = None
+    status: str = "ok"                       # "ok" or INVALID / ERROR
+    error: str | None = None
+    exc: BaseException | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def largest(self) -> FaceAnswer | None:
+        return self.faces[0] if self.faces else None
+
+    @property
+    def name(self) -> str | None:
+        """The largest face's name (None when unknown, no face, or the photo failed)."""
+        return self.largest.name if self.largest else None
+
+    @property
+    def known(self) -> bool:
+        """True when the photo was read, has a face, and its largest face was named.
+
+        The photo's answer is its largest face (the person in front of the camera; smaller faces are often
+        bystanders), so this is what `oneshot identify p.jpg && open_door` relies on.
+        """
+        return self.error is None and self.largest is not None and self.largest.name is not None
+
+    def to_json(self) -> dict[str, Any]:
+        largest = self.largest
+        out: dict[str, Any] = {
+            "photo": self.photo,
+            "name": largest.name if largest else None,
+            "distance": _round(largest.distance) if largest else None,
+            "threshold": _round(largest.threshold if largest else self.threshold),
+            "box": _rounded_box(largest.box) if largest else None,
+            "faces": [face.to_json() for face in self.faces],
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class Enrolment:
+    """What happened to one photo of an `enroll` batch."""
+
+    photo: str
+    name: str | None
+    status: str                              # ENROLLED / ADDED / DUPLICATE / REFUSED / INVALID / ERROR
+    message: str
+    faces: int = 0                           # the person's photos after this one (when it went in)
+    box: Box | None = None
+    matched: str | None = None               # the *other* person this face looks like (refused or forced)
+    distance: float | None = None            # distance to `matched`
+    exc: BaseException | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (ENROLLED, ADDED, DUPLICATE)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"photo": self.photo, "name": self.name, "status": self.status, "message": self.message,
+                "faces": self.faces, "box": _rounded_box(self.box) if self.box else None,
+                "matched": self.matched, "distance": _round(self.distance)}
+
+
+@dataclass
+class Verification:
+    """Are the largest faces of two photos the same person (one comparison at the card's threshold)?"""
+
+    photo_a: str
+    photo_b: str
+    same: bool | None
+    distance: float | None
+    threshold: float | None
+    status: str = "ok"                       # "ok", REFUSED (no face) or INVALID / ERROR
+    error: str | None = None
+    exc: BaseException | None = field(default=None, repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"photo_a": self.photo_a, "photo_b": self.photo_b, "same": self.same,
+                               "distance": _round(self.distance), "threshold": _round(self.threshold)}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True)
+class Removal:
+    name: str
+    faces: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"removed": self.name, "faces": self.faces}
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    faces: int
+    created_at: str
+    updated_at: str
+    other_model_faces: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "faces": self.faces, "created_at": self.created_at,
+                "updated_at": self.updated_at, "other_model_faces": self.other_model_faces}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The model card summary shown by `oneshot model`, plus the identification threshold τ(N) for gallery sizes."""
+
+    model_id: str
+    dim: int
+    input_size: int | None
+    loss: str | None
+    margin: float | None
+    threshold: float
+    threshold_far: float | None
+    data: Any
+    steps: Any
+    metrics: dict[str, Any]
+    fpir: float
+    thresholds: list[tuple[int, float]]
+    home: str
+    people: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "dim": self.dim, "input_size": self.input_size, "loss": self.loss,
+                "margin": self.margin, "threshold": self.threshold, "threshold_far": self.threshold_far, "data": self.data, "steps": self.steps,
+                "metrics": self.metrics, "fpir": self.fpir,
+                "thresholds": [{"people": n, "threshold": round(t, 4)} for n, t in self.thresholds],
+                "home": self.home, "people": self.people}
+
+
+class OneShot:
+    """Enrol people from one photo each, identify faces in photos, verify pairs, remove people.
+
+    `home` is the gallery directory (default: `default_home()`); `fpir` is the target probability that a stranger
+    is named as someone in the gallery, from which the per-gallery-size threshold follows (see enroll.decision).
+    """
+
+    def __init__(self, home: Path | None = None, *, engine: Engine | None = None,
+                 fpir: float = DEFAULT_FPIR) -> None:
+        self.home = Path(home).expanduser() if home is not None else default_home()
+        self.fpir = fpir
+        self._engine = engine
+        self._gallery: Gallery | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._gallery is not None:
+            self._gallery.close()
+            self._gallery = None
+
+    def __enter__(self) -> "OneShot":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- public operations -----------------------------------------------------------------------------------
+
+    def enroll(self, paths: Iterable[str | os.PathLike[str]], name: str | None = None, *, largest: bool = False,
+               force: bool = False) -> list[Enrolment]:
+        """Enrol each photo (one person per photo; `name` or else the file stem). See `enroll_one`."""
+        return list(self.enroll_iter(paths, name, largest=largest, force=force))
+
+    def enroll_iter(self, paths: Iterable[str | os.PathLike[str]], name: str | None = None, *,
+                    largest: bool = False, force: bool = False) -> Iterator[Enrolment]:
+        """Like `enroll`, yielding each photo's result as soon as it is done (the CLI prints as it goes)."""
+        for path in paths:
+            yield self.enroll_one(path, name, largest=largest, force=force)
+
+    def enroll_one(self, path: str | os.PathLike[str], name: str | None = None, *, largest: bool = False,
+                   force: bool = False) -> Enrolment:
+        """Enrol one photo. Rules, in order:
+
+        - the name (given, else the file stem) must be valid; the photo must be readable;
+        - a photo with no face is refused; several faces are refused unless `largest` (then the largest is used);
+        - the same photo (sha256) already enrolled for this person is reported, not stored twice;
+        - a face that already matches a *different* person (distance below the gallery's threshold) is refused,
+          naming them, unless `force`;
+        - a new name creates the person; an existing name gets this photo added.
+        """
+        shown = os.fspath(path)
+        who: str | None = None
+        try:
+            who = validate_name(name if name is not None else name_from_path(path))
+            image = self._engine_().load_photo(path)
+            digest = _sha256(Path(path))
+            faces = self._detect(image)
+            if not faces:
+                raise Refused(f"{shown}: no face found")
+            if len(faces) > 1 and not largest:
+                raise Refused(f"{shown}: {len(faces)} faces found; enrol one person per photo, or use --largest "
+                              "to enrol the largest face")
+            face = faces[0]
+            vector = self._embed(image, [face])[0]
+            return self._store(shown, who, vector, digest, face.box, force)
+        except (InvalidName, _photo_error()) as exc:
+            message = str(exc) if isinstance(exc, _photo_error()) else f"{shown}: {exc}"
+            return Enrolment(shown, who, INVALID, message, exc=exc)
+        except Refused as exc:
+            return Enrolment(shown, who, REFUSED, str(exc), exc=exc)
+        except (ModelUnavailable, _gallery_error()):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one photo's failure must not end the batch
+            return Enrolment(shown, who, ERROR, f"{shown}: internal error: {_one_line(exc)}", exc=exc)
+
+    def identify(self, paths: Iterable[str | os.PathLike[str]]) -> list[Identification]:
+        """Name every face in each photo, largest first; unknown faces have name None."""
+        return list(self.identify_iter(paths))
+
+    def identify_iter(self, paths: Iterable[str | os.PathLike[str]]) -> Iterator[Identification]:
+        for path in paths:
+            yield self.identify_one(path)
+
+    def identify_one(self, path: str | os.PathLike[str]) -> Identification:
+        """Every face of one photo, largest first, each named when its nearest person is within the threshold."""
+        shown = os.fspath(path)
+        try:
+            image = self._engine_().load_photo(path)
+            faces = self._detect(image)
+            gallery = self._open_gallery(create=False)
+            count = gallery.person_count() if gallery is not None else 0
+            threshold = threshold_for_gallery(self._card(), count, self.fpir)
+            if not faces:
+                return Identification(shown, [], threshold)
+            vectors = self._embed(image, faces)
+            results = gallery.search(vectors, k=1) if gallery is not None and count else [[] for _ in faces]
+            answers = []
+            for face, matches in zip(faces, results):
+                best = matches[0] if matches else None
+                answers.append(FaceAnswer(
+                    box=_box(face.box), name=decide(matches, threshold),
+                    distance=float(best.distance) if best else None, threshold=threshold,
+                    nearest=best.name if best else None,
+                ))
+            return Identification(shown, answers, threshold)
+        except _photo_error() as exc:
+            return Identification(shown, status=INVALID, error=str(exc), exc=exc)
+        except (ModelUnavailable, _gallery_error()):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one photo's failure must not end the batch
+            return Identification(shown, status=ERROR, error=f"{shown}: internal error: {_one_line(exc)}", exc=exc)
+
+    def verify(self, a: str | os.PathLike[str], b: str | os.PathLike[str]) -> Verification:
+        """Same person? Compares the largest face of each photo at the card's (one-comparison) threshold."""
+        shown_a, shown_b = os.fspath(a), os.fspath(b)
+        try:
+            vectors = []
+            for path in (a, b):
+                image = self._engine_().load_photo(path)
+                faces = self._detect(image)
+                if not faces:
+                    raise Refused(f"{os.fspath(path)}: no face found")
+                vectors.append(self._embed(image, faces[:1])[0])
+            threshold = float(self._card()["threshold"])
+            distance = _distance(vectors[0], vectors[1])
+            return Verification(shown_a, shown_b, distance < threshold, distance, threshold)
+        except _photo_error() as exc:
+            return Verification(shown_a, shown_b, None, None, None, INVALID, str(exc), exc)
+        except Refused as exc:
+            return Verification(shown_a, shown_b, None, None, None, REFUSED, str(exc), exc)
+        except ModelUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            return Verification(shown_a, shown_b, None, None, None, ERROR,
+                                f"internal error: {_one_line(exc)}", exc)
+
+    def remove(self, name: str) -> Removal:
+        """Delete a person, every face vector and index entry, in one transaction (secure_delete on).
+
+        Raises `InvalidName` or `gallery.UnknownPerson` (both one-line).
+        """
+        who = validate_name(name)
+        gallery = self._open_gallery(create=False)
+        if gallery is None:
+            from gallery import UnknownPerson
+
+            raise UnknownPerson(who)
+        return Removal(who, gallery.remove_person(who))
+
+    def people(self) -> list[Person]:
+        """Everyone enrolled, sorted by name (an empty list when there is no gallery yet)."""
+        gallery = self._open_gallery(create=False)
+        if gallery is None:
+            return []
+        return [Person(p.name, p.faces, p.created_at.isoformat(timespec="seconds"),
+                       p.updated_at.isoformat(timespec="seconds"), getattr(p, "other_model_faces", 0))
+                for p in gallery.people()]
+
+    def model_info(self) -> ModelInfo:
+        """The shipped model's card and the identification threshold for a range of gallery sizes."""
+        card = self._card()
+        try:
+            gallery = self._open_gallery(create=False)
+            people = gallery.person_count() if gallery is not None else None
+        except _gallery_error():
+            people = None           # describing the model must work even when the gallery is broken
+        return ModelInfo(
+            model_id=str(card.get("model_id")), dim=int(card.get("dim", 0)), input_size=card.get("input_size"),
+            loss=card.get("loss"), margin=card.get("margin"), threshold=float(card["threshold"]),
+            data=card.get("data"), steps=card.get("steps"),
+            metrics={**(card.get("validation") or {}), **(card.get("metrics") or {})},
+            threshold_far=card.get("threshold_far"),
+            fpir=self.fpir, thresholds=[(n, threshold_for_gallery(card, n, self.fpir)) for n in TABLE_SIZES],
+            home=str(self.home), people=people,
+        )
+
+    def threshold(self) -> float:
+        """The identification threshold for the gallery as it is now."""
+        gallery = self._open_gallery(create=False)
+        return threshold_for_gallery(self._card(), gallery.person_count() if gallery else 0, self.fpir)
+
+    # -- internals -------------------------------------------------------------------------------------------
+
+    def _store(self, shown: str, who: str, vector: "np.ndarray", digest: str, box: Box,
+               force: bool) -> Enrolment:
+        """Apply the gallery-side enrolment rules, then add the face. Nothing is written before every check."""
+        gallery = self._open_gallery(create=True)
+        assert gallery is not None
+        count = gallery.person_count()
+        exists = gallery.has_person(who)
+        matched: str | None = None
+        distance: float | None = None
+        if count:
+            threshold = threshold_for_gallery(self._card(), count, self.fpir)
+            matches = gallery.search(vector[None, :], k=5)[0]
+            same = [m for m in matches if m.name == who]
+            if exists and _photo_already_enrolled(gallery, who, digest, same):
+                return Enrolment(shown, who, DUPLICATE, f"{shown} is already enrolled for {who!r}; nothing added",
+                                 faces=self._face_count(gallery, who), box=_box(box))
+            others = [m for m in matches if m.name != who and m.distance < threshold]
+            if others:
+                matched, distance = others[0].name, float(others[0].distance)
+                if not force:
+                    raise Refused(
+                        f"{shown}: this face already matches {matched!r} (distance {distance:.2f}, threshold "
+                        f"{threshold:.2f}); not enrolled as {who!r} - use --force if they are different people"
+                    )
+        gallery.add_face(who, vector, digest)
+        faces = self._face_count(gallery, who)
+        also = f" (it resembles {matched!r}, enrolled anyway with --force)" if matched else ""
+        if exists:
+            message = f"added {shown} to {who!r}, who now has {faces} photo{'s' if faces != 1 else ''}{also}"
+            return Enrolment(shown, who, ADDED, message, faces, _box(box), matched, distance)
+        return Enrolment(shown, who, ENROLLED, f"enrolled {who!r} from {shown}{also}", faces, _box(box),
+                         matched, distance)
+
+    def _engine_(self) -> Engine:
+        if self._engine is None:
+            self._engine = default_engine()
+        return self._engine
+
+    def _card(self) -> dict[str, Any]:
+        try:
+            return self._engine_().model_card()
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelUnavailable(f"cannot load the model card: {_one_line(exc)}; reinstall oneshot") from exc
+
+    def _detect(self, image: "Image.Image") -> list["Face"]:
+        try:
+            return self._engine_().detect_faces(image)
+        except FileNotFoundError as exc:
+            raise ModelUnavailable(f"cannot load the face detector: {_one_line(exc)}; reinstall oneshot") from exc
+
+    def _embed(self, image: "Image.Image", faces: Sequence["Face"]) -> "np.ndarray":
+        engine = self._engine_()
+        crops = engine.aligned_faces(image, faces)
+        try:
+            return engine.face_embeddings(crops)
+        except (FileNotFoundError, RuntimeError) as exc:
+            if isinstance(exc, FileNotFoundError) or "weights" in str(exc).lower():
+                raise ModelUnavailable(f"cannot load the embedder: {_one_line(exc)}; reinstall oneshot") from exc
+            raise
+
+    def _open_gallery(self, *, create: bool) -> "Gallery | None":
+        """The gallery, opened once; with `create=False`, None when this home has no database yet."""
+        if self._gallery is None:
+            if not create and not (self.home / DB_FILENAME).exists():
+                return None
+            card = self._card()
+            model_id = str(self._engine_().model_id())
+            from gallery import Gallery
+
+            self._gallery = Gallery(self.home, model_id, int(card["dim"]))
+        return self._gallery
+
+    @staticmethod
+    def _face_count(gallery: "Gallery", name: str) -> int:
+        for person in gallery.people():
+            if person.name == name:
+                return person.faces
+        return 0
+
+
+def _photo_already_enrolled(gallery: "Gallery", name: str, digest: str, same: Sequence["Match"]) -> bool:
+    """Is this exact photo already one of `name`'s faces?
+
+    Uses the gallery's sha256 lookup when it offers one; otherwise an embedding at (almost) zero distance from one
+    of the person's faces is the same picture (the embedder is deterministic).
+    """
+    lookup = getattr(gallery, "has_photo", None)
+    if callable(lookup):
+        return bool(lookup(name, digest))
+    return any(match.distance < SAME_PICTURE_DISTANCE for match in same)
+
+
+def _photo_error() -> type[Exception]:
+    from embedder.photo import PhotoError
+
+    return PhotoError
+
+
+def _gallery_error() -> type[Exception]:
+    from gallery import GalleryError
+
+    return GalleryError
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _distance(a: "np.ndarray", b: "np.ndarray") -> float:
+    """Euclidean distance between unit vectors, d = sqrt(2 − 2·cos), as on the model card."""
+    cosine = float(sum(float(x) * float(y) for x, y in zip(a, b)))
+    return max(0.0, 2.0 - 2.0 * cosine) ** 0.5
+
+
+def _box(box: Sequence[float]) -> Box:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return (x1, y1, x2, y2)
+
+
+def _rounded_box(box: Sequence[float] | None) -> list[float] | None:
+    return None if box is None else [round(float(v), 1) for v in box]
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
