@@ -11,8 +11,8 @@ Why this shape:
   convolutions give a large receptive field for very few multiply-adds, which is what one CPU thread can afford;
   the deepest stage uses 5×5 depthwise kernels so the stride-32 cells see whole large faces.
 
-The module only defines the network and the shared geometric conventions (`encode_*` / `decode_*` live in
-`embedder.detector`, training targets in `train.train_detector`), and it imports torch: import it lazily.
+The module only defines the network and its level layout (decoding lives in `embedder.detector.decode`, the
+matching training targets in `train.train_detector.build_targets`); it imports torch, so import it lazily.
 """
 from __future__ import annotations
 
