@@ -506,10 +506,12 @@ def test_service_results_are_plain_dataclasses(fake: FakeEngine, home: Path, pho
 # ================================================================================================================
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "embedder" / "weights"
-HAVE_MODELS = (WEIGHTS / "embedder.pt").is_file() and (WEIGHTS / "embedder.json").is_file() \
-    and (WEIGHTS / "detector.pt").is_file()
-# The weights ship in git: a checkout without them is broken, so these fail rather than skip.
-needs_models = needs_card = pytest.mark.usefixtures()
+
+
+def test_shipped_models_are_in_the_package() -> None:
+    """The tour needs no download: both models and the card ship in git, so their absence is a failure, not a skip."""
+    for name in ("embedder.pt", "embedder.json", "detector.pt", "detector.json"):
+        assert (WEIGHTS / name).is_file(), f"{name} missing from {WEIGHTS}"
 
 
 def oneshot_command() -> list[str]:
@@ -576,7 +578,6 @@ def test_subprocess_batch_of_only_bad_photos(tmp_path: Path) -> None:
     assert len(err.strip().splitlines()) == len(bad) and "Traceback" not in err
 
 
-@needs_card
 def test_subprocess_corrupted_database(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -588,7 +589,6 @@ def test_subprocess_corrupted_database(tmp_path: Path) -> None:
     assert snapshot(home) == before
 
 
-@needs_card
 def test_subprocess_model(tmp_path: Path) -> None:
     code, out, err = sh(tmp_path / "home", "model")
     assert code == 0, err
@@ -632,7 +632,6 @@ def detectable_people(count: int) -> list[list[Path]]:
 
 
 @pytest.mark.slow
-@needs_models
 def test_subprocess_tour_on_real_photos(tmp_path: Path) -> None:
     """The README tour with the real models. Identifications use the enrolled photos themselves (under other file
     names), so this tests the plumbing, not the model's accuracy (that is test_end_to_end and benchmarks/)."""
