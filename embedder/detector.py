@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from embedder.photo import to_rgb
 from embedder.types import Face
 
 if TYPE_CHECKING:
@@ -61,21 +62,11 @@ def detector_settings() -> dict[str, Any]:
     return dict(_load()[1])
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode → RGB; 16-bit and float images are stretched to 0..255 rather than clipped."""
-    if image.mode in ("I", "F", "I;16", "I;16B", "I;16L", "I;16N"):
-        arr = np.asarray(image, dtype=np.float64)
-        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 1.0)
-        arr = (arr - lo) / max(hi - lo, 1e-9) * 255
-        image = Image.fromarray(arr.astype(np.uint8), "L")
-    return image.convert("RGB")
-
-
 def prepare(image: Image.Image, working_size: int) -> tuple["torch.Tensor", float]:
     """Resize so the long side is `working_size`, pad right/bottom to a multiple of 32 → (1,3,H,W), scale."""
     import torch
 
-    image = _to_rgb(image)
+    image = to_rgb(image)
     w, h = image.size
     scale = working_size / max(w, h, 1)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
@@ -191,7 +182,7 @@ def refine_landmarks(model: "FaceDetectorNet", settings: dict[str, Any], image: 
 
     size = int(settings["refine_size"])
     margin = float(settings.get("refine_margin", 1.6))
-    rgb = _to_rgb(image)
+    rgb = to_rgb(image)
     crops, origins = [], []
     for b in boxes.tolist()[: int(settings.get("refine_max_faces", 20))]:
         side = max(2, math.ceil(margin * max(b[2] - b[0], b[3] - b[1])))

@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 DB_FILENAME = "gallery.sqlite3"
 # Gallery sizes shown in the threshold table of `oneshot model`.
 TABLE_SIZES = (1, 10, 100, 1_000, 10_000, 100_000)
-# Two embeddings of the same file are bit-identical; anything this close is the same picture re-encoded at most.
-SAME_PICTURE_DISTANCE = 1e-3
 
 
 class Engine(Protocol):
@@ -437,8 +435,7 @@ class OneShot:
         if count:
             threshold = threshold_for_gallery(self._card(), count, self.fpir)
             matches = gallery.search(vector[None, :], k=5)[0]
-            same = [m for m in matches if m.name == who]
-            if exists and _photo_already_enrolled(gallery, who, digest, same):
+            if exists and gallery.has_photo(who, digest):
                 return Enrolment(shown, who, DUPLICATE, f"{shown} is already enrolled for {who!r}; nothing added",
                                  faces=self._face_count(gallery, who), box=_box(box))
             others = [m for m in matches if m.name != who and m.distance < threshold]
@@ -503,18 +500,6 @@ class OneShot:
             if person.name == name:
                 return person.faces
         return 0
-
-
-def _photo_already_enrolled(gallery: "Gallery", name: str, digest: str, same: Sequence["Match"]) -> bool:
-    """Is this exact photo already one of `name`'s faces?
-
-    Uses the gallery's sha256 lookup when it offers one; otherwise an embedding at (almost) zero distance from one
-    of the person's faces is the same picture (the embedder is deterministic).
-    """
-    lookup = getattr(gallery, "has_photo", None)
-    if callable(lookup):
-        return bool(lookup(name, digest))
-    return any(match.distance < SAME_PICTURE_DISTANCE for match in same)
 
 
 def _photo_error() -> type[Exception]:

@@ -178,6 +178,14 @@ class Gallery:
         with db.translated(self.db_path, "look up a person"), Session(self._engine) as session, session.begin():
             return session.scalar(query) is not None
 
+    def has_photo(self, name: str, photo_sha256: str) -> bool:
+        """Whether this exact photo (by sha256) is already one of ``name``'s faces for this model."""
+        self._check_open()
+        query = (select(Face.id).join(Person, Face.person_id == Person.id)
+                 .where(Person.name == name, Face.photo_sha256 == photo_sha256, Face.model_id == self.model_id))
+        with db.translated(self.db_path, "look up a photo"), Session(self._engine) as session, session.begin():
+            return session.scalar(query.limit(1)) is not None
+
     def generation(self) -> int:
         """The database's change counter (bumped by every add/remove); mainly for tests and diagnostics."""
         self._check_open()

@@ -436,3 +436,13 @@ def test_import_gallery_pulls_in_neither_torch_nor_faiss() -> None:
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_has_photo_knows_each_persons_photos_by_sha256(tmp_path: Path) -> None:
+    with Gallery(tmp_path, "m1", 4) as g:
+        g.add_face("ann", np.array([1.0, 0, 0, 0], np.float32), "a" * 64)
+        g.add_face("bob", np.array([0, 1.0, 0, 0], np.float32), "b" * 64)
+        assert g.has_photo("ann", "a" * 64)
+        assert not g.has_photo("ann", "b" * 64) and not g.has_photo("carl", "a" * 64)
+        g.remove_person("ann")
+        assert not g.has_photo("ann", "a" * 64)

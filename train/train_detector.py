@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from embedder.detector_net import LEVEL_RANGES, DetectorConfig, FaceDetectorNet, count_parameters
 from train.scenes import DatasetFaces, DrawnFaces, FaceSource, Scene, compose_scene, load_face_records
+from train.schedule import learning_rate
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -141,16 +142,6 @@ def scenes_to_tensor(scenes: list[Scene]) -> torch.Tensor:
     return torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2).float().div_(255)
 
 
-def learning_rate(step: int, args: argparse.Namespace, elapsed: float) -> float:
-    """Warm-up, then cosine to 1 % of the peak over --steps or --minutes, whichever ends first."""
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
-    if args.minutes > 0:
-        progress = max(progress, elapsed / (args.minutes * 60))
-    return args.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
 def save(path: Path, model: FaceDetectorNet, opt: torch.optim.Optimizer, step: int, args: argparse.Namespace,
          rng: np.random.Generator, elapsed: float) -> None:
     tmp = path.with_suffix(".tmp")
@@ -210,7 +201,7 @@ def train(args: argparse.Namespace) -> Path:
         elapsed = time.time() - start
         if args.minutes > 0 and elapsed > args.minutes * 60:
             break
-        lr = learning_rate(step, args, elapsed)
+        lr = learning_rate(step, args, elapsed, floor=0.01)
         for group in opt.param_groups:
             group["lr"] = lr
         t0 = time.time()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from embedder.model import EmbedderConfig, EmbeddingNet, count_parameters
 from train.augment import augment
 from train.evaluate import embed_array, verification_report
 from train.face_data import PKSampler, load_training_faces
+from train.schedule import learning_rate
 from train.losses import contrastive_loss, distillation_loss, triplet_loss
 
 
@@ -54,18 +54,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--init", type=Path, default=None, help="start from these weights (checkpoint or shipped .pt)")
     return p.parse_args(argv)
-
-
-def learning_rate(step: int, args: argparse.Namespace, elapsed: float = 0.0) -> float:
-    """Linear warm-up, then cosine decay to 2 % of the peak, over steps or the time budget, whichever is shorter.
-
-    A time budget makes a background run finish inside a session whatever else the 2 cores are doing."""
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
-    if args.minutes > 0:
-        progress = max(progress, elapsed / (args.minutes * 60))
-    return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def save(path: Path, model: EmbeddingNet, opt: torch.optim.Optimizer, step: int, args: argparse.Namespace,
