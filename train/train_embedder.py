@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from embedder.model import EmbedderConfig, EmbeddingNet, count_parameters
 from train.augment import augment
@@ -47,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--input-size", type=int, default=EmbedderConfig.input_size)
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                   help="bf16 autocast roughly doubles CPU training speed where the CPU has native bf16 (AVX512-BF16)")
     p.add_argument("--minutes", type=float, default=0.0,
                    help="wall-clock budget: the schedule ends at whichever comes first, --steps or --minutes (0 = off)")
     p.add_argument("--eval-every", type=int, default=500)
@@ -100,7 +103,11 @@ def main(argv: list[str] | None = None) -> None:
         model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         print(f"initialised from {args.init}", flush=True)
-    print(f"model: {count_parameters(model) / 1e6:.2f}M parameters, input {model.config.input_size}px", flush=True)
+    # channels_last is oneDNN's preferred layout for CPU convolutions (~15 % faster here); the weights saved are
+    # ordinary tensors, so the shipped model does not depend on it.
+    model = model.to(memory_format=torch.channels_last)
+    print(f"model: {count_parameters(model) / 1e6:.2f}M parameters, input {model.config.input_size}px, "
+          f"{args.precision}", flush=True)
 
     log = open(args.out / "log.jsonl", "a")
     last_save = time.time()
@@ -117,9 +124,11 @@ def main(argv: list[str] | None = None) -> None:
             group["lr"] = learning_rate(step, args, elapsed)
         idx = sampler.batch()
         x = torch.from_numpy(train_set.images[idx]).permute(0, 3, 1, 2).float().div_(255)
-        x = augment(x, model.config.input_size, gen)
+        x = augment(x, model.config.input_size, gen).contiguous(memory_format=torch.channels_last)
         labels = torch.from_numpy(train_set.labels[idx])
-        emb = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            features = model.features(x)
+        emb = F.normalize(features.float(), dim=1)  # normalise and compute the losses in fp32
         if args.loss == "triplet":
             metric = triplet_loss(emb, labels, args.margin, args.mining)
         else:
