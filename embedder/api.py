@@ -62,13 +62,14 @@ def aligned_faces(image: "Image.Image", faces: Sequence[Face]) -> list["Image.Im
 def _embedder() -> "EmbeddingNet":
     import torch
 
+    from embedder.fuse import fuse_batchnorms
     from embedder.model import EmbedderConfig, EmbeddingNet
 
     with _lock:
         saved = torch.load(EMBEDDER_WEIGHTS, map_location="cpu", weights_only=True)
         model = EmbeddingNet(EmbedderConfig.from_dict(saved["config"]))
         model.load_state_dict({k: v.float() for k, v in saved["model"].items()})
-        return model.eval()
+        return fuse_batchnorms(model.eval())
 
 
 def face_embeddings(crops: Sequence["Image.Image"]) -> np.ndarray:

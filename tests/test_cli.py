@@ -510,7 +510,7 @@ WEIGHTS = Path(__file__).resolve().parent.parent / "embedder" / "weights"
 
 def test_shipped_models_are_in_the_package() -> None:
     """The tour needs no download: both models and the card ship in git, so their absence is a failure, not a skip."""
-    for name in ("embedder.pt", "embedder.json", "detector.pt", "detector.json"):
+    for name in ("embedder.pt", "embedder.json", "detector.pt", "detector.json", "landmarks.pt", "landmarks.json"):
         assert (WEIGHTS / name).is_file(), f"{name} missing from {WEIGHTS}"
 
 

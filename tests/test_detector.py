@@ -86,7 +86,7 @@ def test_lfw_is_refused_as_training_data(tmp_path: Path) -> None:
         load_face_records(tmp_path, "train", ("lfw",))
 
 
-@pytest.mark.parametrize("extra", [{}, {"coarse_size": 0}, {"refine_size": 96}], ids=["default", "one-pass", "refine"])
+@pytest.mark.parametrize("extra", [{}, {"coarse_size": 0}, {"refine": False}], ids=["default", "one-pass", "no-refine"])
 def test_run_detector_on_random_network_returns_faces_in_photo_pixels(extra: dict) -> None:
     torch.manual_seed(0)
     model = FaceDetectorNet().eval()
@@ -145,7 +145,7 @@ def test_tiny_training_run_resume_and_export(tmp_path: Path) -> None:
     assert ck["step"] == 3
     main(common + ["--steps", "4", "--resume"])
     assert torch.load(out / "last.pt", map_location="cpu", weights_only=False)["step"] == 4
-    info = export(out / "last.pt", 320, 0.5, 0, out=tmp_path / "d.pt", card=tmp_path / "d.json")
+    info = export(out / "last.pt", 0.5, 0, out=tmp_path / "d.pt", card=tmp_path / "d.json")
     assert info["steps"] == 4 and info["score_threshold"] == 0.5
     saved = torch.load(tmp_path / "d.pt", map_location="cpu", weights_only=True)
     model = FaceDetectorNet(DetectorConfig.from_dict(saved["config"]))

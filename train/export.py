@@ -66,6 +66,22 @@ def training_command(train_args: dict) -> str:
     return " ".join(parts)
 
 
+def earlier_runs(train_args: dict, card_path: Path) -> list[dict]:
+    """The runs this one continued from (`--init`), oldest first, so the card stays a complete recipe.
+
+    Read from the card that describes the init weights before this export overwrites it; a run started from
+    scratch has an empty lineage.
+    """
+    init = train_args.get("init")
+    if not init:
+        return []
+    if not card_path.exists() or Path(init).resolve() != EMBEDDER_WEIGHTS.resolve():
+        return [{"weights": str(init), "note": "not the shipped weights; see that run's own record"}]
+    previous = json.loads(card_path.read_text())
+    keys = ("model_id", "train_command", "export_command", "steps", "images_seen")
+    return [*previous.get("initialised_from", []), {k: previous.get(k) for k in keys}]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True)
@@ -76,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(2)
 
     ckpt = torch.load(args.checkpoint, weights_only=False, map_location="cpu")
+    lineage = earlier_runs(ckpt.get("args", {}), args.card)
     config = EmbedderConfig.from_dict(ckpt["config"])
     model = EmbeddingNet(config)
     model.load_state_dict(ckpt["model"])
@@ -117,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         "steps": steps,
         "images_seen": steps * batch,
         "train_command": training_command(train_args),
+        "initialised_from": lineage,
         "export_command": "python -m train.export " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "distance": "Euclidean between unit vectors (0..2); accept when distance < threshold",
         **calibration,

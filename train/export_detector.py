@@ -2,8 +2,8 @@
 
     python -m train.export_detector --checkpoint runs/det2/last.pt
 
-Inference settings (two passes at 416 and 256 px split at 35 % of the long side, landmark refinement on 128 px
-crops) are the defaults of `embedder.detector.DEFAULT_INFERENCE`. The score threshold is calibrated here, on
+Scan settings (two passes at 320 and 160 px split at 35 % of the long side, then the landmark network) are
+`embedder.detector.DEFAULT_INFERENCE`, in code; the weights carry only what is calibrated. The score threshold is calibrated here, on
 composed scenes of *held-out* people (never seen in training) at 640×480 with 2–8 faces of 24–300 px plus
 face-free canvases: the threshold that maximises F1 of IoU ≥ 0.5 matches.
 The same scene helpers are used by `benchmarks/detector.py`.
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from embedder.detector import DEFAULT_INFERENCE, DETECTOR_CARD, DETECTOR_WEIGHTS, run_detector
+from embedder.detector import CALIBRATED_KEYS, DEFAULT_INFERENCE, DETECTOR_CARD, DETECTOR_WEIGHTS, run_detector
 from embedder.detector_net import DetectorConfig, FaceDetectorNet, count_parameters
 from embedder.types import Face
 from train.scenes import FaceSource, Scene, compose_scene
@@ -95,13 +95,11 @@ def load_checkpoint(path: Path) -> tuple[FaceDetectorNet, dict[str, Any]]:
     return model.eval(), ck
 
 
-def export(checkpoint: Path, working_size: int, threshold: float | None, n_scenes: int, out: Path = DETECTOR_WEIGHTS,
-           card: Path = DETECTOR_CARD, coarse_size: int = DEFAULT_INFERENCE["coarse_size"],
-           split_fraction: float = DEFAULT_INFERENCE["split_fraction"],
-           refine_size: int = DEFAULT_INFERENCE["refine_size"]) -> dict[str, Any]:
+def export(checkpoint: Path, threshold: float | None, n_scenes: int, out: Path = DETECTOR_WEIGHTS,
+           card: Path = DETECTOR_CARD) -> dict[str, Any]:
+    """Calibrate at the product's scan settings (`DEFAULT_INFERENCE`); only the calibrated values are stored."""
     model, ck = load_checkpoint(checkpoint)
-    settings = {**DEFAULT_INFERENCE, "working_size": working_size, "coarse_size": coarse_size,
-                "split_fraction": split_fraction, "refine_size": refine_size}
+    settings = dict(DEFAULT_INFERENCE)
     calibration: list[dict[str, float]] = []
     if threshold is None:
         from train.data_paths import data_root
@@ -116,12 +114,15 @@ def export(checkpoint: Path, working_size: int, threshold: float | None, n_scene
     settings["score_threshold"] = float(threshold)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    torch.save({"model": state, "config": ck["config"], "inference": json.dumps(settings)}, out)
+    calibrated = {k: settings[k] for k in CALIBRATED_KEYS}
+    torch.save({"model": state, "config": ck["config"], "inference": json.dumps(calibrated)}, out)
     args = ck.get("args", {})
     info = {
         "params": count_parameters(model), "file_bytes": out.stat().st_size, "dtype": "float16 (widened on load)",
         "architecture": "CenterNet-style anchor-free, strides 8/16/32, inverted-residual backbone + light FPN",
-        "config": ck["config"], **settings,
+        "config": ck["config"], **calibrated,
+        "scan": "embedder.detector.DEFAULT_INFERENCE (sizes, landmark refinement) at the time of calibration: "
+                + json.dumps(settings),
         "training_command": (f"python -m train.train_detector --out {args.get('out')} --minutes {args.get('minutes')} "
                              f"--threads {args.get('threads')} --seed {args.get('seed')}"),
         "export_command": f"python -m train.export_detector --checkpoint {checkpoint}",
@@ -138,19 +139,12 @@ def export(checkpoint: Path, working_size: int, threshold: float | None, n_scene
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--working-size", type=int, default=DEFAULT_INFERENCE["working_size"])
-    p.add_argument("--coarse-size", type=int, default=DEFAULT_INFERENCE["coarse_size"],
-                   help="second, small pass for faces filling much of the frame (0 = off)")
-    p.add_argument("--split-fraction", type=float, default=DEFAULT_INFERENCE["split_fraction"])
-    p.add_argument("--refine-size", type=int, default=DEFAULT_INFERENCE["refine_size"],
-                   help="landmark refinement: crop + mirror of each face at this size, averaged (0 = off)")
     p.add_argument("--threshold", type=float, default=None, help="fixed score threshold (default: calibrate)")
     p.add_argument("--scenes", type=int, default=120, help="held-out calibration scenes with faces")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    info = export(a.checkpoint, a.working_size, a.threshold, a.scenes, coarse_size=a.coarse_size,
-                  split_fraction=a.split_fraction, refine_size=a.refine_size)
+    info = export(a.checkpoint, a.threshold, a.scenes)
     print(json.dumps({k: v for k, v in info.items() if k not in ("calibration", "config")}, indent=1))
     best = [r for r in info["calibration"]["sweep"] if r["threshold"] == info["score_threshold"]]
     print("calibration:", best)
