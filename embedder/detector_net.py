@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from embedder.model import count_parameters  # noqa: F401  (re-exported for train/ and tests)
+
 STRIDES: tuple[int, ...] = (8, 16, 32)
 # Face size (max side of the teacher's box, in network-input pixels) each level is trained on; the ranges
 # overlap so that a face near a boundary has two chances and NMS merges the duplicates.
@@ -137,6 +139,3 @@ class FaceDetectorNet(nn.Module):
             outs.append(self.out(h))
         return outs
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

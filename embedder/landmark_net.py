@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from embedder.model import count_parameters  # noqa: F401  (re-exported for train/ and tests)
+
 FLIP_ORDER = [1, 0, 2, 4, 3]  # mirror: image-left ↔ image-right eye and mouth corner
 
 # Mean landmark positions in crop units for margin 1.4 (measured on the training crops): the head's output bias
@@ -92,9 +94,6 @@ class LandmarkNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x - 0.5)).view(-1, 5, 2)
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 # ------------------------------------------------------------------------------------------------ geometry

@@ -7,7 +7,7 @@ every embedding to one point within a few steps, and the BatchNorm keeps the out
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F

@@ -173,7 +173,6 @@ def test_recall_on_lfw_photos() -> None:
                            for p in ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")])
             pred = np.array(faces[int(iou.argmax())].landmarks)
             nmes.append(np.linalg.norm(pred - lm, axis=1).mean() / np.linalg.norm(lm[0] - lm[1]))
-    # Honest bars for the shipped model (full-LFW numbers: benchmarks/results/detector.json); the NME
-    # target of 0.05 is not reached yet.
+    # Bars with room for a 200-photo sample (full LFW: 99.85 % and 0.036 in benchmarks/results/detector.json).
     assert hits / len(rows) >= 0.98
-    assert float(np.mean(nmes)) <= 0.12
+    assert float(np.mean(nmes)) <= 0.07

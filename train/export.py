@@ -54,9 +54,9 @@ def calibrate(model: EmbeddingNet, cache: Path, margin: float) -> dict:
     }
 
 
-def training_command(train_args: dict) -> str:
+def training_command(train_args: dict, module: str = "train.train_embedder") -> str:
     """The full training command line, every option spelled out, rebuilt from the checkpoint's arguments."""
-    parts = ["python -m train.train_embedder"]
+    parts = [f"python -m {module}"]
     for key, value in train_args.items():
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):

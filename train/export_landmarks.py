@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
-from embedder.landmark_net import LandmarkConfig, LandmarkNet, count_parameters
+from embedder.landmark_net import LandmarkConfig, LandmarkNet
+from embedder.model import count_parameters
+from train.export import training_command
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "embedder" / "weights"
 LANDMARK_WEIGHTS = WEIGHTS_DIR / "landmarks.pt"
@@ -25,21 +27,7 @@ TRAIN_DATA = ("celeba + fiw photos with one teacher face (90 % of groups; the ot
               "used), cached 128 px crops (train.landmark_crops, margin 2.2)")
 
 
-def training_command(args: dict[str, Any]) -> str:
-    """The command line that reproduces the run, from the arguments saved in its checkpoint."""
-    cmd = (f"python -m train.train_landmarks --out {args.get('out')} --minutes {args.get('minutes')} "
-           f"--threads {args.get('threads')} --seed {args.get('seed')}")
-    defaults = {"batch": 128, "lr": 0.002, "loss": "l1", "input_size": 64, "margin": 1.4, "precision": "bf16"}
-    for key, default in defaults.items():
-        if key in args and args[key] != default:
-            cmd += f" --{key.replace('_', '-')} {args[key]}"
-    if args.get("init") not in (None, "None"):
-        cmd += f" --init {args['init']}"
-    return cmd
-
-
-def export(checkpoint: Path, out: Path = LANDMARK_WEIGHTS, card: Path = LANDMARK_CARD,
-           notes: dict[str, Any] | None = None) -> dict[str, Any]:
+def export(checkpoint: Path, out: Path = LANDMARK_WEIGHTS, card: Path = LANDMARK_CARD) -> dict[str, Any]:
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = LandmarkNet(LandmarkConfig.from_dict(ck["config"]))
     model.load_state_dict(ck["model"])
@@ -54,7 +42,7 @@ def export(checkpoint: Path, out: Path = LANDMARK_WEIGHTS, card: Path = LANDMARK
         "config": model.config.to_dict(),
         "output": "landmarks in crop units (0 = crop's left/top edge, 1 = right/bottom edge); "
                   "order image-left eye, image-right eye, nose, image-left mouth corner, image-right mouth corner",
-        "training_command": training_command(args),
+        "training_command": training_command(args, "train.train_landmarks"),
         "export_command": f"python -m train.export_landmarks --checkpoint {checkpoint}",
         "steps": ck["step"], "train_minutes": round(float(ck.get("elapsed", 0.0)) / 60, 1),
         "batch": args.get("batch"), "loss": f"{args.get('loss')} on coordinates / target inter-ocular distance",
@@ -64,7 +52,6 @@ def export(checkpoint: Path, out: Path = LANDMARK_WEIGHTS, card: Path = LANDMARK
         "validation": {"protocol": "held-out groups' crops; plain = box is the teacher's box, jitter = fixed "
                                    "random virtual boxes/rotations/mirrors; NME = mean distance / inter-ocular",
                        **(ck.get("val") or {})},
-        **(notes or {}),
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     card.write_text(json.dumps(info, indent=1) + "\n")
@@ -76,12 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, default=LANDMARK_WEIGHTS)
     p.add_argument("--card", type=Path, default=LANDMARK_CARD)
-    p.add_argument("--notes", type=Path, default=None,
-                   help="JSON file whose entries are added to the card (e.g. the LFW/scene measurements)")
     a = p.parse_args(argv)
-    notes = json.loads(a.notes.read_text()) if a.notes else None
-    info = export(a.checkpoint, a.out, a.card, notes)
-    print(json.dumps({k: v for k, v in info.items() if k != "inference"}, indent=1))
+    info = export(a.checkpoint, a.out, a.card)
+    print(json.dumps(info, indent=1))
 
 
 if __name__ == "__main__":
