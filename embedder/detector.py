@@ -56,7 +56,6 @@ def _load() -> tuple["FaceDetectorNet", dict[str, Any]]:
     import torch
 
     from embedder.detector_net import DetectorConfig, FaceDetectorNet
-    from embedder.fuse import fuse_batchnorms
 
     with _lock:
         saved = torch.load(DETECTOR_WEIGHTS, map_location="cpu", weights_only=True)
@@ -64,7 +63,7 @@ def _load() -> tuple["FaceDetectorNet", dict[str, Any]]:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved["model"].items()})
         calibrated = json.loads(saved.get("inference", "{}"))
         settings = {**DEFAULT_INFERENCE, **{k: v for k, v in calibrated.items() if k in CALIBRATED_KEYS}}
-        return fuse_batchnorms(model.eval()), settings
+        return _for_cpu_inference(model), settings
 
 
 @lru_cache(maxsize=1)
@@ -72,14 +71,23 @@ def _load_landmarks() -> "LandmarkNet":
     """The landmark network (`embedder.landmark_net`), loaded on first use, once per process."""
     import torch
 
-    from embedder.fuse import fuse_batchnorms
     from embedder.landmark_net import LandmarkConfig, LandmarkNet
 
     with _lock:
         saved = torch.load(LANDMARK_WEIGHTS, map_location="cpu", weights_only=True)
         model = LandmarkNet(LandmarkConfig.from_dict(saved["config"]))
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved["model"].items()})
-        return fuse_batchnorms(model.eval())
+        return _for_cpu_inference(model)
+
+
+def _for_cpu_inference(model: "torch.nn.Module") -> "torch.nn.Module":
+    """BatchNorm folded into the convolutions and channels-last weights: oneDNN's CPU convolutions run ~25 %
+    faster on NHWC tensors (inputs are converted in `prepare` and `landmark_net_refine`)."""
+    import torch
+
+    from embedder.fuse import fuse_batchnorms
+
+    return fuse_batchnorms(model.eval()).to(memory_format=torch.channels_last)
 
 
 def detector_settings() -> dict[str, Any]:
@@ -99,7 +107,22 @@ def prepare(image: Image.Image, working_size: int) -> tuple["torch.Tensor", floa
     pw, ph = -(-nw // 32) * 32, -(-nh // 32) * 32
     x = torch.full((1, 3, ph, pw), 0.5)
     x[0, :, :nh, :nw] = torch.from_numpy(np.array(resized, dtype=np.uint8)).permute(2, 0, 1).float() / 255
-    return x, scale
+    return x.contiguous(memory_format=torch.channels_last), scale
+
+
+def downscale(x: "torch.Tensor", scale: float, factor: float) -> tuple["torch.Tensor", float]:
+    """A prepared tensor → the same photo at `factor` (< 1) of its size, padded to a multiple of 32 again.
+
+    Box-averages the already resized pixels (area interpolation), which is ~4× cheaper than resizing the photo
+    a second time with Pillow and, for the 2:1 coarse pass, gives the same pixels up to rounding.
+    """
+    import torch
+    from torch.nn import functional as F
+
+    small = F.interpolate(x, scale_factor=factor, mode="area")
+    h, w = small.shape[-2:]
+    pad = F.pad(small, (0, -(-w // 32) * 32 - w, 0, -(-h // 32) * 32 - h), value=0.5)
+    return pad.contiguous(memory_format=torch.channels_last), scale * factor
 
 
 def decode(outputs: list["torch.Tensor"], strides: tuple[int, ...], score_threshold: float, nms_iou: float,
@@ -155,9 +178,9 @@ def run_detector(model: "FaceDetectorNet", settings: dict[str, Any], image: Imag
     """`detect_faces` with an explicit network and settings (training, calibration and benchmarks use this).
 
     Two passes when `coarse_size` is set: the network is trained on faces up to ~250 px, so the full working size
-    reports faces smaller than `split_fraction` of the photo's long side and a small coarse pass reports the
-    larger ones (a portrait or badge photo whose face fills the frame); each pass keeps only the sizes it is good
-    at (with a 15 % overlap band) and a final NMS merges the two.
+    reports faces smaller than `split_fraction` of the photo's long side and a small coarse pass (the working-size
+    tensor box-averaged down, `downscale`) reports the larger ones (a portrait or badge photo whose face fills the
+    frame); each pass keeps only the sizes it is good at (with a 15 % overlap band) and a final NMS merges the two.
     """
     import torch
     from torchvision.ops import nms
@@ -169,8 +192,9 @@ def run_detector(model: "FaceDetectorNet", settings: dict[str, Any], image: Imag
     long_side = max(image.size)
     all_boxes, all_scores, all_marks = [], [], []
     with torch.inference_mode():
+        full, full_scale = prepare(image, passes[0][0])
         for size, lo, hi in passes:
-            x, scale = prepare(image, size)
+            x, scale = (full, full_scale) if size == passes[0][0] else downscale(full, full_scale, size / passes[0][0])
             boxes, scores, marks = decode(model(x), model.config.strides, float(settings["score_threshold"]),
                                           float(settings["nms_iou"]), int(settings["max_faces"]))
             face = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / scale
@@ -216,7 +240,7 @@ def landmark_net_refine(net: "LandmarkNet", image: Image.Image, boxes: "torch.Te
         arr = torch.where(_inside_mask(x0, y0, side, size, rgb.size), arr, torch.full_like(arr, 0.5))
         crops.append(arr)
         regions.append((x0, y0, side))
-    x = torch.stack(crops)
+    x = torch.stack(crops).contiguous(memory_format=torch.channels_last)
     out = net(torch.cat([x, torch.flip(x, dims=[3])]))
     n = len(crops)
     pred = (out[:n] + unmirror(out[n:])) / 2
