@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from embedder.align import TEMPLATE_112, similarity_transform
-from embedder.detector import DEFAULT_INFERENCE, decode, detect_faces, prepare, run_detector
+from embedder.detector import DEFAULT_INFERENCE, decode, detect_faces, downscale, prepare, run_detector
 from embedder.detector_net import HEAD_OUTPUTS, STRIDES, DetectorConfig, FaceDetectorNet, count_parameters
 from embedder.types import Face
 from train.data_paths import data_root
@@ -45,6 +45,20 @@ def test_prepare_pads_to_stride_multiple_and_keeps_aspect() -> None:
     assert x.shape == (1, 3, 320, 416) and scale == pytest.approx(0.65)
     x, scale = prepare(Image.new("L", (5, 3)), 416)
     assert x.shape[-1] == 416 and x.shape[-2] % 32 == 0
+
+
+def test_coarse_pass_from_the_working_tensor_matches_a_fresh_resize() -> None:
+    """The coarse pass box-averages the working-size tensor instead of resizing the photo again: same geometry
+    (scale, padding to 32) and nearly the same pixels as `prepare` at half the size."""
+    rng = np.random.default_rng(0)
+    smooth = Image.fromarray((rng.random((48, 64, 3)) * 255).astype(np.uint8)).resize((640, 480), Image.BICUBIC)
+    full, scale = prepare(smooth, 320)
+    small, small_scale = downscale(full, scale, 0.5)
+    fresh, fresh_scale = prepare(smooth, 160)
+    assert small.shape == fresh.shape == (1, 3, 128, 160) and small_scale == pytest.approx(fresh_scale)
+    assert float((small - fresh)[..., :120, :].abs().mean()) < 0.01
+    odd, _ = downscale(prepare(Image.new("RGB", (300, 70)), 320)[0], 1.0, 0.5)
+    assert odd.shape[-1] % 32 == 0 and odd.shape[-2] % 32 == 0
 
 
 def test_targets_decode_back_to_the_labels() -> None:
