@@ -118,15 +118,6 @@ def to_crop(points: Points, region: Points) -> Points:
     return (points - region[..., None, 0:2]) / region[..., None, 2:3]
 
 
-def unmirror(points: torch.Tensor) -> torch.Tensor:
-    """Landmarks predicted on horizontally mirrored crops → the same landmarks on the original crops.
-
-    A mirror maps x to 1 − x in crop units and turns the image-left eye into the image-right one."""
-    out = points[..., FLIP_ORDER, :].clone()
-    out[..., 0] = 1 - out[..., 0]
-    return out
-
-
 def inter_ocular(points: Points) -> Points:
     """Distance between the two eyes (...,): the normaliser of the landmark error (NME)."""
     d = points[..., 0, :] - points[..., 1, :]

@@ -13,8 +13,8 @@ from PIL import Image
 
 from embedder.detector import DEFAULT_INFERENCE, landmark_net_refine, run_detector
 from embedder.detector_net import FaceDetectorNet
-from embedder.landmark_net import (FLIP_ORDER, LandmarkConfig, LandmarkNet, count_parameters, crop_region,
-                                   to_crop, to_photo, unmirror)
+from embedder.landmark_net import (LandmarkConfig, LandmarkNet, count_parameters, crop_region,
+                                   to_crop, to_photo)
 from train.landmark_crops import load_cache, write_cache
 from train.scenes import DrawnFaces
 from train.train_landmarks import crop_transforms, cut_crops, landmarks_in_crop
@@ -72,15 +72,6 @@ def test_crop_region_and_back_mapping_round_trip() -> None:
         assert np.allclose(to_photo(units, region), points)
         t = torch.tensor(units)[None]
         assert torch.allclose(to_photo(t, torch.tensor(region)[None]), torch.tensor(points)[None])
-
-
-def test_unmirror_is_an_involution_that_swaps_sides() -> None:
-    p = torch.rand(4, 5, 2)
-    assert torch.allclose(unmirror(unmirror(p)), p)
-    m = unmirror(p)
-    assert torch.allclose(m[:, 0, 0], 1 - p[:, 1, 0]) and torch.allclose(m[:, 2], torch.stack([1 - p[:, 2, 0],
-                                                                                               p[:, 2, 1]], 1))
-    assert FLIP_ORDER == [1, 0, 2, 4, 3]
 
 
 def test_training_crops_labels_follow_the_pixels(drawn_cache: Path) -> None:
