@@ -1,0 +1,84 @@
+"""How far the embedder is from what its data allows: training people vs held-out people vs the dlib teacher.
+
+    python benchmarks/fit_gap.py [--weights PATH]      # → benchmarks/results/fit_gap.json (needs cache/crops)
+
+Why: more minutes on the same ~22k photos only help while the model underfits. This measures, in one run,
+the verification report (`train.evaluate.verification_report`, no augmentation, flip-averaged) on the held-out
+people and on the same number of *training* people, the distillation error (squared distance to dlib's centred
+vector, no flip) on both, and dlib's own vectors on the held-out people — the ceiling distillation aims at.
+A wide train/held-out gap with a flat held-out curve means the next gains come from data or regularisation,
+not from longer runs. LFW is not touched.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from embedder.api import EMBEDDER_WEIGHTS  # noqa: E402
+from embedder.model import EmbedderConfig, EmbeddingNet  # noqa: E402
+from train.evaluate import embed_array, verification_report  # noqa: E402
+from train.face_data import FaceSet, load_training_faces  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "fit_gap.json"
+
+
+def distillation_error(model: EmbeddingNet, faces: FaceSet, idx: np.ndarray) -> float:
+    emb = embed_array(model, faces.images[idx], flip=False)
+    ok = faces.has_teacher[idx]
+    return float(((emb[ok] - faces.teacher[idx][ok]) ** 2).sum(1).mean())
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=Path, default=EMBEDDER_WEIGHTS)
+    p.add_argument("--cache", type=Path, default=ROOT / "cache" / "crops")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    train, val, _ = load_training_faces(a.cache)
+    saved = torch.load(a.weights, map_location="cpu", weights_only=False)
+    model = EmbeddingNet(EmbedderConfig.from_dict(saved["config"]))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved["model"].items()})
+    model.eval()
+
+    rng = np.random.default_rng(0)
+    people = rng.choice(np.unique(train.labels), size=len(val.people), replace=False)
+    train_idx = np.flatnonzero(np.isin(train.labels, people))
+    val_idx = np.arange(len(val.labels))
+    teacher = val.teacher[val.has_teacher]
+    result = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": a.threads},
+        "weights": str(a.weights.relative_to(ROOT) if a.weights.is_relative_to(ROOT) else a.weights),
+        "training_people": {
+            "people": len(people), "photos": len(train_idx),
+            **verification_report(embed_array(model, train.images[train_idx]), train.labels[train_idx]),
+            "distillation_error": distillation_error(model, train, train_idx),
+        },
+        "held_out_people": {
+            "people": len(val.people), "photos": len(val_idx),
+            **verification_report(embed_array(model, val.images), val.labels),
+            "distillation_error": distillation_error(model, val, val_idx),
+        },
+        "dlib_teacher_on_held_out_people": verification_report(teacher, val.labels[val.has_teacher]),
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    for key in ("training_people", "held_out_people", "dlib_teacher_on_held_out_people"):
+        r = result[key]
+        extra = f", distillation error {r['distillation_error']:.3f}" if "distillation_error" in r else ""
+        print(f"{key}: accuracy {r['accuracy']:.2%}, TAR@FAR0.1% {r['tar@far1e-3']:.1%}{extra}")
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
