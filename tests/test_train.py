@@ -44,7 +44,7 @@ def test_minimising_triplet_loss_separates_people_by_the_margin() -> None:
     emb, labels = clusters(6, 4, spread=2.0, seed=1)
     free = emb.clone().requires_grad_(True)
     opt = torch.optim.SGD([free], lr=0.5)
-    first = float(triplet_loss(F.normalize(free, dim=1), labels, 0.3))
+    first = float(triplet_loss(F.normalize(free, dim=1), labels, 0.3).detach())
     for _ in range(300):
         opt.zero_grad()
         triplet_loss(F.normalize(free, dim=1), labels, 0.3).backward()
