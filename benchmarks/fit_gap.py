@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from embedder.api import EMBEDDER_WEIGHTS  # noqa: E402
-from embedder.model import EmbedderConfig, EmbeddingNet  # noqa: E402
+from embedder.model import EmbeddingNet, from_saved  # noqa: E402
 from train.evaluate import embed_array, verification_report  # noqa: E402
 from train.face_data import FaceSet, load_training_faces  # noqa: E402
 
@@ -46,10 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     train, val, _ = load_training_faces(a.cache)
-    saved = torch.load(a.weights, map_location="cpu", weights_only=False)
-    model = EmbeddingNet(EmbedderConfig.from_dict(saved["config"]))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved["model"].items()})
-    model.eval()
+    model = from_saved(torch.load(a.weights, map_location="cpu", weights_only=False)).eval()
 
     rng = np.random.default_rng(0)
     people = rng.choice(np.unique(train.labels), size=len(val.people), replace=False)

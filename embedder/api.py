@@ -63,13 +63,11 @@ def _embedder() -> "EmbeddingNet":
     import torch
 
     from embedder.fuse import fuse_batchnorms
-    from embedder.model import EmbedderConfig, EmbeddingNet
+    from embedder.model import from_saved
 
     with _lock:
         saved = torch.load(EMBEDDER_WEIGHTS, map_location="cpu", weights_only=True)
-        model = EmbeddingNet(EmbedderConfig.from_dict(saved["config"]))
-        model.load_state_dict({k: v.float() for k, v in saved["model"].items()})
-        return fuse_batchnorms(model.eval())
+        return fuse_batchnorms(from_saved(saved).eval())
 
 
 def face_embeddings(crops: Sequence["Image.Image"]) -> np.ndarray:

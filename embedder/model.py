@@ -93,5 +93,13 @@ class EmbeddingNet(nn.Module):
         return F.normalize(self.features(x), dim=1)
 
 
+def from_saved(saved: dict) -> EmbeddingNet:
+    """A saved model — the shipped float16 weights or a training checkpoint, both {"config", "model", ...} — as a
+    float32 network (eval mode is the caller's choice: training continues from it too)."""
+    model = EmbeddingNet(EmbedderConfig.from_dict(saved["config"]))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved["model"].items()})
+    return model
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

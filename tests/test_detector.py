@@ -23,13 +23,7 @@ from train.train_detector import build_targets
 WEIGHTS = Path(__file__).resolve().parent.parent / "embedder" / "weights" / "detector.pt"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The detector is meant for one CPU thread; also keeps the tests off the other core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_network_output_shapes_and_size_budget() -> None:

@@ -22,12 +22,7 @@ from train.train_landmarks import crop_transforms, cut_crops, landmarks_in_crop
 WEIGHTS = Path(__file__).resolve().parent.parent / "embedder" / "weights"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def drawn_items(n: int, seed: int = 0) -> list[tuple[Image.Image, np.ndarray, np.ndarray, str]]:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from embedder.api import EMBEDDER_CARD, EMBEDDER_WEIGHTS, weights_digest
-from embedder.model import EmbedderConfig, EmbeddingNet, count_parameters
+from embedder.model import EmbeddingNet, count_parameters, from_saved
 from train.evaluate import all_pairs, distance, embed_array, roc, tar_at_far, verification_report
 from train.face_data import load_training_faces
 
@@ -93,10 +93,8 @@ def main(argv: list[str] | None = None) -> None:
 
     ckpt = torch.load(args.checkpoint, weights_only=False, map_location="cpu")
     lineage = earlier_runs(ckpt.get("args", {}), args.card)
-    config = EmbedderConfig.from_dict(ckpt["config"])
-    model = EmbeddingNet(config)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
+    model = from_saved(ckpt).eval()
+    config = model.config
     train_args = ckpt.get("args", {})
     margin = float(train_args.get("margin", 0.3))
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from embedder.model import EmbedderConfig, EmbeddingNet, count_parameters
+from embedder.model import EmbedderConfig, EmbeddingNet, count_parameters, from_saved
 from train.augment import augment
 from train.evaluate import embed_array, verification_report
 from train.face_data import PKSampler, load_training_faces
@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = 0.0  # training seconds so far, carried across --resume for the time budget
     if args.resume and (args.out / "last.pt").exists():
         ckpt = torch.load(args.out / "last.pt", weights_only=False)
-        model = EmbeddingNet(EmbedderConfig.from_dict(ckpt["config"]))
-        model.load_state_dict(ckpt["model"])
+        model = from_saved(ckpt)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         opt.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
@@ -98,9 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         gen.set_state(ckpt["torch_rng"])
         print(f"resumed at step {step}", flush=True)
     elif args.init is not None:
-        ckpt = torch.load(args.init, weights_only=False)
-        model = EmbeddingNet(EmbedderConfig.from_dict(ckpt["config"]))
-        model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
+        model = from_saved(torch.load(args.init, weights_only=False))
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         print(f"initialised from {args.init}", flush=True)
     # channels_last is oneDNN's preferred layout for CPU convolutions (~15 % faster here); the weights saved are
