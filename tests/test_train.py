@@ -131,3 +131,81 @@ def test_tiny_training_run_resume_and_export(tmp_path: Path) -> None:
     assert "--steps 3" in card["train_command"]
     saved = torch.load(weights, weights_only=True)
     assert all(v.dtype == torch.float16 for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_erase_blanks_one_flat_rectangle_per_chosen_photo() -> None:
+    x = torch.rand(16, 3, 112, 112)
+    plain = augment(x, 64, torch.Generator().manual_seed(3))
+    erased = augment(x, 64, torch.Generator().manual_seed(3), erase=1.0)
+    changed = (plain != erased).any(dim=1)                       # (N, H, W)
+    share = changed.float().mean(dim=(1, 2))
+    assert bool((share > 0.01).all()) and bool((share < 0.3).all())
+    for img, mask in zip(erased, changed):
+        values = img[:, mask]
+        assert torch.allclose(values, values[:, :1].expand_as(values))  # one flat grey
+        rows, cols = mask.nonzero(as_tuple=True)
+        box = mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert box.float().mean() > 0.8                         # a rectangle, not scattered pixels
+
+
+def test_weight_average_moves_towards_the_model() -> None:
+    from embedder.model import EmbedderConfig, EmbeddingNet
+    from train.train_embedder import update_ema
+
+    model, ema = EmbeddingNet(EmbedderConfig(input_size=32)), EmbeddingNet(EmbedderConfig(input_size=32))
+    before = ema.head[3].weight.clone()
+    update_ema(ema, model, 0.75)
+    expected = 0.75 * before + 0.25 * model.head[3].weight
+    assert torch.allclose(ema.head[3].weight, expected, atol=1e-6)
+
+
+def test_blend_bank_maps_training_rows_and_refuses_held_out_people(tmp_path: Path) -> None:
+    from train.face_data import load_training_faces
+    from train.teacher_mixes import save
+    from train.train_embedder import blend_batch, load_blends
+
+    cache = tmp_path / "cache"
+    make_synthetic_cache(cache, people=20)
+    train_set, val_set, mean = load_training_faces(cache)
+    a, b = train_set.rows[:3].tolist(), train_set.rows[-3:].tolist()
+    vectors = np.random.default_rng(0).normal(size=(3, 128)).astype(np.float32)
+    bank = tmp_path / "mixes"
+    bank.mkdir()
+    save(bank / "mixes-0.npz", a, b, [0.25, 0.5, 0.75], [vectors])
+    blends = load_blends(bank, train_set, mean)
+    assert blends["a"].tolist() == [0, 1, 2] and np.allclose(np.linalg.norm(blends["teacher"], axis=1), 1)
+    x, target = blend_batch(blends, train_set.images, 5, np.random.default_rng(0))
+    assert x.shape == (5, 3, 112, 112) and target.shape == (5, 128)
+    first = 0.25 * train_set.images[0].astype(np.float32) + 0.75 * train_set.images[len(train_set.rows) - 3]
+    one = blend_batch({k: v[:1] for k, v in blends.items()}, train_set.images, 1, np.random.default_rng(0))[0]
+    assert np.allclose(one[0].permute(1, 2, 0).numpy() * 255, first, atol=1e-3)
+
+    save(bank / "mixes-1.npz", [int(val_set.rows[0])], [a[0]], [0.5], [vectors[:1]])
+    with pytest.raises(SystemExit, match="outside the training people"):
+        load_blends(bank, train_set, mean)
+
+
+@pytest.mark.slow
+def test_training_with_blends_erasing_and_weight_average_exports_the_average(tmp_path: Path) -> None:
+    from train import export, train_embedder
+    from train.face_data import load_training_faces
+    from train.teacher_mixes import save
+
+    cache = tmp_path / "cache"
+    make_synthetic_cache(cache)
+    train_set, _, _ = load_training_faces(cache)
+    bank = tmp_path / "mixes"
+    bank.mkdir()
+    save(bank / "mixes-0.npz", train_set.rows[:4].tolist(), train_set.rows[-4:].tolist(), [0.5] * 4,
+         [np.random.default_rng(1).normal(size=(4, 128)).astype(np.float32)])
+    run = tmp_path / "run"
+    train_embedder.main(["--out", str(run), "--cache", str(cache), "--p", "4", "--k", "2", "--eval-every", "2",
+                         "--warmup", "1", "--threads", "1", "--input-size", "64", "--steps", "2",
+                         "--mixes", str(bank), "--mix-batch", "3", "--erase", "0.5", "--ema", "0.5"])
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    assert not torch.equal(ckpt["ema"]["head.3.weight"], ckpt["model"]["head.3.weight"])
+    weights = tmp_path / "embedder.pt"
+    export.main(["--checkpoint", str(run / "last.pt"), "--cache", str(cache), "--weights", str(weights),
+                 "--card", str(tmp_path / "embedder.json")])
+    shipped = torch.load(weights, weights_only=True)["model"]["head.3.weight"]
+    assert torch.equal(shipped, ckpt["ema"]["head.3.weight"].half())

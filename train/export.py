@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
 
     ckpt = torch.load(args.checkpoint, weights_only=False, map_location="cpu")
     lineage = earlier_runs(ckpt.get("args", {}), args.card)
-    model = from_saved(ckpt).eval()
+    # A run with --ema ships its weight average: that is what its validation numbers measured.
+    model = from_saved({**ckpt, "model": ckpt.get("ema", ckpt["model"])}).eval()
     config = model.config
     train_args = ckpt.get("args", {})
     margin = float(train_args.get("margin", 0.3))
@@ -125,7 +126,12 @@ def main(argv: list[str] | None = None) -> None:
             "weight": train_args.get("distill", 0.0),
             "teacher": "dlib ResNet 128-d vectors (face_recognition_models, public domain) of our own training "
                        "photos, centred on the training people's mean and L2-normalised",
+            **({"blends": f"plus dlib's vectors of blends of two training people's faces (train.teacher_mixes, "
+                          f"{train_args['mix_batch']} per step, distillation only)"}
+               if train_args.get("mixes") else {}),
         },
+        "regularisation": {"erase": float(train_args.get("erase", 0.0)),
+                           "weight_average_decay": float(train_args.get("ema", 0.0))},
         "data": "CelebA (2,970 people) + FIW (2,378 people), LFW-disjoint; aligned with the MTCNN teacher's "
                 "landmarks onto the 112x112 template; 10 % of people (by CelebA identity / FIW family) held out "
                 "for validation and calibration",

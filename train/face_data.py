@@ -21,6 +21,7 @@ class FaceSet:
     teacher: np.ndarray       # (N, 128) float32 centred + normalised dlib vector (zeros where missing)
     has_teacher: np.ndarray   # (N,) bool
     people: list[str]         # person index → identity string
+    rows: np.ndarray          # (N,) index of each photo among all faces of both sets (celeba then fiw, has_face)
 
 
 def _group_of(identity: str) -> str:
@@ -64,6 +65,7 @@ def load_training_faces(cache: Path, val_fraction: float = 0.1, seed: int = 0) -
             teacher=centred[mask],
             has_teacher=has_teacher[mask],
             people=people,
+            rows=np.flatnonzero(mask),
         )
 
     return subset(~is_val), subset(is_val), mean

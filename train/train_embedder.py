@@ -1,20 +1,23 @@
 """Triplet training of the face embedder on CelebA + FIW (LFW-disjoint), on CPU.
 
-The shipped model was made by (see the model card for the exact command and numbers):
+Usage (the shipped weights' exact commands are in their model card and the README's "Training" section):
 
     python -m train.crops --dataset celeba --dataset fiw --out cache/crops
-    nohup python -m train.train_embedder --out runs/emb1 --steps 3000 --seed 0 > runs/emb1.log 2>&1 &
+    nohup python -m train.train_embedder --out runs/emb1 --minutes 90 --input-size 64 > runs/emb1.log 2>&1 &
     python -m train.export --checkpoint runs/emb1/last.pt
 
 Each step: a P×K batch (P people × K photos), one shared network embeds all of them, and the loss is the triplet
 loss over batch-mined (anchor, positive, negative) triplets (`--mining hard|semihard`) or the Siamese contrastive
 loss (`--loss contrastive`), plus an optional auxiliary distillation term pulling each embedding towards dlib's
-(centred, normalised) vector of the same photo (`--distill`, 0 disables it). Checkpoints every few minutes;
-`--resume` continues a run, `--init` starts from existing weights (e.g. the shipped model).
+(centred, normalised) vector of the same photo (`--distill`, 0 disables it), and, with `--mixes`, towards dlib's
+vectors of blended faces of two training people (a bank made once by `train.teacher_mixes`). `--erase` blanks a
+random rectangle of some photos; `--ema` keeps the weight average that is validated and shipped. Checkpoints
+every few minutes; `--resume` continues a run, `--init` starts from existing weights (e.g. the shipped model).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -26,9 +29,10 @@ import torch.nn.functional as F
 from embedder.model import EmbedderConfig, EmbeddingNet, count_parameters, from_saved
 from train.augment import augment
 from train.evaluate import embed_array, verification_report
-from train.face_data import PKSampler, load_training_faces
+from train.face_data import FaceSet, PKSampler, load_training_faces
 from train.schedule import learning_rate
 from train.losses import contrastive_loss, distillation_loss, triplet_loss
+from train.teacher_mixes import load_bank
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +46,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mining", choices=["hard", "semihard"], default="hard")
     p.add_argument("--margin", type=float, default=0.3)
     p.add_argument("--distill", type=float, default=1.0, help="weight of the dlib distillation term (0 = off)")
+    p.add_argument("--mixes", type=Path, default=None,
+                   help="bank of dlib vectors of blended training faces (train.teacher_mixes): each step adds "
+                        "--mix-batch blends whose only loss is distillation")
+    p.add_argument("--mix-batch", type=int, default=64)
+    p.add_argument("--erase", type=float, default=0.0, help="share of photos with a random rectangle blanked out")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off); "
+                        "validation, checkpoints' `ema` and the export use the average")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup", type=int, default=200)
@@ -60,15 +72,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def save(path: Path, model: EmbeddingNet, opt: torch.optim.Optimizer, step: int, args: argparse.Namespace,
-         sampler: PKSampler, gen: torch.Generator, teacher_mean: np.ndarray, elapsed: float) -> None:
+         sampler: PKSampler, gen: torch.Generator, teacher_mean: np.ndarray, elapsed: float,
+         ema: EmbeddingNet | None) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({
+        **({"ema": ema.state_dict()} if ema is not None else {}),
         "model": model.state_dict(), "config": model.config.to_dict(), "optimizer": opt.state_dict(),
         "step": step, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": gen.get_state(),
         "teacher_mean": teacher_mean, "elapsed": elapsed,
     }, tmp)
     tmp.replace(path)
+
+
+def load_blends(folder: Path, train_set: FaceSet, teacher_mean: np.ndarray) -> dict[str, np.ndarray]:
+    """The blend bank with rows mapped to `train_set` positions and dlib vectors centred/normalised like the
+    per-photo targets. Refuses blends of anyone outside the training people (they would leak validation faces)."""
+    bank = load_bank(folder)
+    position = np.full(int(max(bank["a"].max(), bank["b"].max(), train_set.rows.max())) + 1, -1)
+    position[train_set.rows] = np.arange(len(train_set.rows))
+    a, b = position[bank["a"]], position[bank["b"]]
+    if (a < 0).any() or (b < 0).any():
+        raise SystemExit(f"{folder}: blends include photos outside the training people")
+    centred = bank["teacher"] - teacher_mean
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+    return {"a": a, "b": b, "lam": bank["lam"], "teacher": centred.astype(np.float32)}
+
+
+def blend_batch(blends: dict[str, np.ndarray], images: np.ndarray, n: int,
+                rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random blends as (N, 3, 112, 112) crops in [0, 1], blended with the λ dlib saw, and their targets."""
+    pick = rng.integers(0, len(blends["lam"]), size=n)
+    a = torch.from_numpy(images[blends["a"][pick]]).float()
+    b = torch.from_numpy(images[blends["b"][pick]]).float()
+    lam = torch.from_numpy(blends["lam"][pick]).view(n, 1, 1, 1)
+    x = (lam * a + (1 - lam) * b).permute(0, 3, 1, 2).div_(255)
+    return x, torch.from_numpy(blends["teacher"][pick])
+
+
+@torch.no_grad()
+def update_ema(ema: EmbeddingNet, model: EmbeddingNet, decay: float) -> None:
+    """ema ← decay·ema + (1 − decay)·model, for weights and BatchNorm statistics alike."""
+    for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
+        if e.is_floating_point():
+            e.lerp_(m, 1.0 - decay)
+        else:
+            e.copy_(m)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,11 +129,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"train: {len(train_set.labels)} photos of {len(train_set.people)} people; "
           f"val: {len(val_set.labels)} photos of {len(val_set.people)} people", flush=True)
 
+    blends = load_blends(args.mixes, train_set, teacher_mean) if args.mixes else None
+    if blends is not None:
+        print(f"blends: {len(blends['lam'])} from {args.mixes}", flush=True)
     model = EmbeddingNet(EmbedderConfig(input_size=args.input_size))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sampler = PKSampler(train_set.labels, args.p, args.k, seed=args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     step = 0
+    ckpt: dict = {}
     elapsed = 0.0  # training seconds so far, carried across --resume for the time budget
     if args.resume and (args.out / "last.pt").exists():
         ckpt = torch.load(args.out / "last.pt", weights_only=False)
@@ -103,6 +156,10 @@ def main(argv: list[str] | None = None) -> None:
     # channels_last is oneDNN's preferred layout for CPU convolutions (~15 % faster here); the weights saved are
     # ordinary tensors, so the shipped model does not depend on it.
     model = model.to(memory_format=torch.channels_last)
+    # The weight average is what generalises (Polyak averaging): it smooths the last steps' noise on ~22k photos.
+    ema = copy.deepcopy(model) if args.ema > 0 else None
+    if ema is not None and args.resume and "ema" in ckpt:
+        ema.load_state_dict(ckpt["ema"])
     print(f"model: {count_parameters(model) / 1e6:.2f}M parameters, input {model.config.input_size}px, "
           f"{args.precision}", flush=True)
 
@@ -121,27 +178,35 @@ def main(argv: list[str] | None = None) -> None:
             group["lr"] = learning_rate(step, args, elapsed)
         idx = sampler.batch()
         x = torch.from_numpy(train_set.images[idx]).permute(0, 3, 1, 2).float().div_(255)
-        x = augment(x, model.config.input_size, gen).contiguous(memory_format=torch.channels_last)
+        teacher = torch.from_numpy(train_set.teacher[idx])
+        has_teacher = torch.from_numpy(train_set.has_teacher[idx])
+        if blends is not None:
+            x_mix, t_mix = blend_batch(blends, train_set.images, args.mix_batch, sampler.rng)
+            x = torch.cat([x, x_mix])
+            teacher = torch.cat([teacher, t_mix])
+            has_teacher = torch.cat([has_teacher, torch.ones(len(t_mix), dtype=torch.bool)])
+        x = augment(x, model.config.input_size, gen, args.erase).contiguous(memory_format=torch.channels_last)
         labels = torch.from_numpy(train_set.labels[idx])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             features = model.features(x)
         emb = F.normalize(features.float(), dim=1)  # normalise and compute the losses in fp32
+        real = emb[: len(idx)]  # the metric loss needs labels: blends have none
         if args.loss == "triplet":
-            metric = triplet_loss(emb, labels, args.margin, args.mining)
+            metric = triplet_loss(real, labels, args.margin, args.mining)
         else:
-            metric = contrastive_loss(emb, labels, args.margin)
-        distill = distillation_loss(
-            emb, torch.from_numpy(train_set.teacher[idx]), torch.from_numpy(train_set.has_teacher[idx])
-        )
+            metric = contrastive_loss(real, labels, args.margin)
+        distill = distillation_loss(emb, teacher, has_teacher)
         loss = metric + args.distill * distill
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            update_ema(ema, model, args.ema)
         step += 1
         finished = step >= args.steps or (args.minutes > 0 and elapsed >= args.minutes * 60)
         loss, metric, distill = loss.detach(), metric.detach(), distill.detach()
         with torch.no_grad():
-            spread = float(torch.pdist(emb[:: args.k]).mean())  # collapse guard: → 0 if everything collapses
+            spread = float(torch.pdist(real[:: args.k]).mean())  # collapse guard: → 0 if everything collapses
         window.append({"loss": float(loss), "metric": float(metric), "distill": float(distill), "spread": spread})
         if step % 25 == 0:
             mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
@@ -154,12 +219,12 @@ def main(argv: list[str] | None = None) -> None:
             log.write(json.dumps(record) + "\n")
             log.flush()
         if step % args.eval_every == 0 or finished:
-            report = verification_report(embed_array(model, val_set.images), val_set.labels)
+            report = verification_report(embed_array(ema or model, val_set.images), val_set.labels)
             print(json.dumps({"step": step, "val": report}), flush=True)
             log.write(json.dumps({"step": step, "val": report}) + "\n")
             log.flush()
         if time.time() - last_save > args.checkpoint_minutes * 60 or finished:
-            save(args.out / "last.pt", model, opt, step, args, sampler, gen, teacher_mean, elapsed)
+            save(args.out / "last.pt", model, opt, step, args, sampler, gen, teacher_mean, elapsed, ema)
             last_save = time.time()
     print("done", flush=True)
 
