@@ -26,6 +26,7 @@ from embedder.api import EMBEDDER_CARD, EMBEDDER_WEIGHTS, weights_digest
 from embedder.model import EmbeddingNet, count_parameters, from_saved
 from train.evaluate import all_pairs, distance, embed_array, roc, tar_at_far, verification_report
 from train.face_data import load_training_faces
+from train.teacher_mixes import load_bank
 
 DEFAULT_FAR = 1e-3
 
@@ -64,6 +65,14 @@ def training_command(train_args: dict, module: str = "train.train_embedder") -> 
         elif value is not None:
             parts += [flag, shlex.quote(str(value))]
     return " ".join(parts)
+
+
+def blend_count(folder: str) -> str:
+    """How many blends the run's bank holds (it lives in cache/, outside git), or 'a bank of' when it is gone."""
+    try:
+        return f"{len(load_bank(Path(folder))['lam']):,}"
+    except (OSError, SystemExit):
+        return "a bank of"
 
 
 def earlier_runs(train_args: dict, card_path: Path) -> list[dict]:
@@ -126,8 +135,9 @@ def main(argv: list[str] | None = None) -> None:
             "weight": train_args.get("distill", 0.0),
             "teacher": "dlib ResNet 128-d vectors (face_recognition_models, public domain) of our own training "
                        "photos, centred on the training people's mean and L2-normalised",
-            **({"blends": f"plus dlib's vectors of blends of two training people's faces (train.teacher_mixes, "
-                          f"{train_args['mix_batch']} per step, distillation only)"}
+            **({"blends": f"plus dlib's vectors of {blend_count(train_args['mixes'])} blends of two training "
+                          f"people's faces (train.teacher_mixes), {train_args['mix_batch']} per step, "
+                          f"distillation only"}
                if train_args.get("mixes") else {}),
         },
         "regularisation": {"erase": float(train_args.get("erase", 0.0)),

@@ -12,8 +12,9 @@ blended both in dlib's own 150 px chip space (from which dlib's vector is taken)
 112 px aligned-crop space with the same λ (both are similarity-aligned on the same landmarks, so the two blends show
 the same face). Only training people are blended; the held-out people stay unseen.
 
-    python -m train.teacher_mixes --out cache/mixes --shard 0 --minutes 35 &
-    python -m train.teacher_mixes --out cache/mixes --shard 1 --minutes 35 &
+    python -m train.teacher_mixes --out cache/mixes --count 27578       # ~38 min on one core (the shipped bank)
+
+Several shards (`--shard 1`, …) can run side by side, one per core; each is deterministic given its number.
 
 Needs the `bench` extra (dlib-bin, face_recognition_models): a training-time tool, never a product dependency.
 """
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache", type=Path, default=Path("cache/crops"))
     p.add_argument("--out", type=Path, default=Path("cache/mixes"))
     p.add_argument("--shard", type=int, default=0, help="run several with different shards (one per core)")
-    p.add_argument("--minutes", type=float, default=30.0)
+    p.add_argument("--count", type=int, default=27578, help="stop after this many blends (~12 per second)")
     p.add_argument("--batch", type=int, default=32)
     args = p.parse_args(argv)
 
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     vectors: list[np.ndarray] = []
     chips: dict[int, np.ndarray] = {}
     start = time.time()
-    while time.time() - start < args.minutes * 60:
+    while len(lams) < args.count:
         i = rng.integers(0, len(train_set.rows), size=args.batch)
         j = rng.integers(0, len(train_set.rows), size=args.batch)
         keep = train_set.labels[i] != train_set.labels[j]
