@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _model_dir() -> Path:
+def dlib_model_dir() -> Path:
+    """Where face_recognition_models keeps dlib's model files (shared with train.teacher_mixes)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("dlib baseline needs: pip install dlib-bin face_recognition_models")
@@ -26,7 +27,7 @@ class DlibEncoder:
         import dlib
 
         self.dlib = dlib
-        models = _model_dir()
+        models = dlib_model_dir()
         self.detector = dlib.get_frontal_face_detector()
         self.shape = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
         self.encoder = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))

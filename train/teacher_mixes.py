@@ -58,10 +58,10 @@ class DlibTeacher:
     def __init__(self) -> None:
         import dlib
 
-        from benchmarks.dlib_baseline import _model_dir
+        from benchmarks.dlib_baseline import dlib_model_dir
 
         self.dlib = dlib
-        models = _model_dir()
+        models = dlib_model_dir()
         self.shape = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
         self.encoder = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
 
