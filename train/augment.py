@@ -70,5 +70,5 @@ def _erase(x: torch.Tensor, chosen: torch.Tensor, generator: torch.Generator) ->
     cols = torch.arange(w, dtype=x.dtype).view(1, 1, w)
     inside = ((rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1))
               & (cols >= left.view(n, 1, 1)) & (cols < (left + ew).view(n, 1, 1)) & chosen.view(n, 1, 1))
-    grey = torch.rand(n, generator=generator).view(n, 1, 1, 1).expand(n, 1, h, w)
+    grey = torch.rand(n, generator=generator).view(n, 1, 1, 1)
     return torch.where(inside.unsqueeze(1), grey, x)

@@ -30,6 +30,14 @@ def _group_of(identity: str) -> str:
     return f"{dataset}:{name.split('_')[0]}" if dataset == "fiw" else identity
 
 
+def centre_teacher(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """dlib vectors as distillation targets: minus the training people's mean, L2-normalised (a vector equal to
+    the mean, used for photos dlib missed, becomes zeros)."""
+    centred = vectors - mean
+    norms = np.linalg.norm(centred, axis=1, keepdims=True)
+    return (centred / np.maximum(norms, 1e-6)).astype(np.float32)
+
+
 def load_training_faces(cache: Path, val_fraction: float = 0.1, seed: int = 0) -> tuple[FaceSet, FaceSet, np.ndarray]:
     """Both training sets, split into (train, validation) by group; also returns the dlib mean used for centring."""
     images, identities, teacher = [], [], []
@@ -51,9 +59,7 @@ def load_training_faces(cache: Path, val_fraction: float = 0.1, seed: int = 0) -
 
     # dlib's vectors share a large mean (random pairs have cosine ≈ 0.84): centre on the *training* people only.
     mean = all_teacher[has_teacher & ~is_val].mean(axis=0)
-    centred = np.where(has_teacher[:, None], all_teacher - mean, 0.0)
-    norms = np.linalg.norm(centred, axis=1, keepdims=True)
-    centred = (centred / np.maximum(norms, 1e-6)).astype(np.float32)
+    centred = centre_teacher(np.where(has_teacher[:, None], all_teacher, mean), mean)
 
     def subset(mask: np.ndarray) -> FaceSet:
         ids = [i for i, m in zip(identities, mask) if m]

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from embedder.model import EmbedderConfig, EmbeddingNet, count_parameters, from_saved
 from train.augment import augment
 from train.evaluate import embed_array, verification_report
-from train.face_data import FaceSet, PKSampler, load_training_faces
+from train.face_data import FaceSet, PKSampler, centre_teacher, load_training_faces
 from train.schedule import learning_rate
 from train.losses import contrastive_loss, distillation_loss, triplet_loss
 from train.teacher_mixes import load_bank
@@ -94,9 +94,7 @@ def load_blends(folder: Path, train_set: FaceSet, teacher_mean: np.ndarray) -> d
     a, b = position[bank["a"]], position[bank["b"]]
     if (a < 0).any() or (b < 0).any():
         raise SystemExit(f"{folder}: blends include photos outside the training people")
-    centred = bank["teacher"] - teacher_mean
-    centred /= np.linalg.norm(centred, axis=1, keepdims=True)
-    return {"a": a, "b": b, "lam": bank["lam"], "teacher": centred.astype(np.float32)}
+    return {"a": a, "b": b, "lam": bank["lam"], "teacher": centre_teacher(bank["teacher"], teacher_mean)}
 
 
 def blend_batch(blends: dict[str, np.ndarray], images: np.ndarray, n: int,
