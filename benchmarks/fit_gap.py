@@ -2,6 +2,8 @@
 
     python benchmarks/fit_gap.py [--weights PATH]      # → benchmarks/results/fit_gap.json (needs cache/crops)
 
+`--weights` takes shipped weights or a training checkpoint (its weight average when the run kept one).
+
 Why: more minutes on the same ~22k photos only help while the model underfits. This measures, in one run,
 the verification report (`train.evaluate.verification_report`, no augmentation, flip-averaged) on the held-out
 people and on the same number of *training* people, the distillation error (squared distance to dlib's centred
@@ -24,8 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from embedder.api import EMBEDDER_WEIGHTS  # noqa: E402
-from embedder.model import EmbeddingNet, from_saved  # noqa: E402
+from embedder.model import EmbeddingNet  # noqa: E402
 from train.evaluate import embed_array, verification_report  # noqa: E402
+from train.export import shipped_model  # noqa: E402
 from train.face_data import FaceSet, load_training_faces  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "fit_gap.json"
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     train, val, _ = load_training_faces(a.cache)
-    model = from_saved(torch.load(a.weights, map_location="cpu", weights_only=False)).eval()
+    model = shipped_model(torch.load(a.weights, map_location="cpu", weights_only=False))
 
     rng = np.random.default_rng(0)
     people = rng.choice(np.unique(train.labels), size=len(val.people), replace=False)

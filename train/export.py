@@ -31,6 +31,12 @@ from train.teacher_mixes import load_bank
 DEFAULT_FAR = 1e-3
 
 
+def shipped_model(saved: dict) -> EmbeddingNet:
+    """The network a checkpoint (or shipped weights file) stands for, in eval mode: a run with --ema ships its
+    weight average, because that is what its validation numbers measured."""
+    return from_saved({**saved, "model": saved.get("ema", saved["model"])}).eval()
+
+
 def calibrate(model: EmbeddingNet, cache: Path, margin: float) -> dict:
     """Threshold from the margin, then the ROC and metrics on the validation people."""
     _, val_set, _ = load_training_faces(cache, seed=0)
@@ -102,8 +108,7 @@ def main(argv: list[str] | None = None) -> None:
 
     ckpt = torch.load(args.checkpoint, weights_only=False, map_location="cpu")
     lineage = earlier_runs(ckpt.get("args", {}), args.card)
-    # A run with --ema ships its weight average: that is what its validation numbers measured.
-    model = from_saved({**ckpt, "model": ckpt.get("ema", ckpt["model"])}).eval()
+    model = shipped_model(ckpt)
     config = model.config
     train_args = ckpt.get("args", {})
     margin = float(train_args.get("margin", 0.3))
