@@ -209,3 +209,26 @@ def test_training_with_blends_erasing_and_weight_average_exports_the_average(tmp
                  "--card", str(tmp_path / "embedder.json")])
     shipped = torch.load(weights, weights_only=True)["model"]["head.3.weight"]
     assert torch.equal(shipped, ckpt["ema"]["head.3.weight"].half())
+
+
+def test_resize_input_keeps_the_head_response_to_a_uniform_feature_map() -> None:
+    """Starting a larger-input run from trained weights: every weight but the head's linear layer carries over,
+    and a head whose weights are uniform over positions answers a uniform feature map exactly as before."""
+    from embedder.model import EmbedderConfig, EmbeddingNet, from_saved
+    from train.train_embedder import resize_input
+
+    torch.manual_seed(0)
+    small = EmbeddingNet(EmbedderConfig(input_size=64, widths=(8, 8, 8, 16), depths=(1, 1, 1, 1), dim=4))
+    linear = small.head[3]
+    per_channel = torch.randn(4, 16, 1, 1)
+    linear.weight.data = per_channel.expand(4, 16, 4, 4).reshape(4, -1).clone()
+    saved = {"config": small.config.to_dict(), "model": small.state_dict()}
+
+    large = from_saved(resize_input(saved, 80))
+    assert large.config.input_size == 80 and large.head[3].weight.shape == (4, 16 * 5 * 5)
+    assert torch.equal(large.stem[0].weight, small.stem[0].weight)
+    level = torch.rand(16)                     # one value per channel, the same at every position
+    uniform_small, uniform_large = level.repeat_interleave(16), level.repeat_interleave(25)
+    assert torch.allclose(large.head[3].weight @ uniform_large, linear.weight @ uniform_small, atol=1e-5)
+    assert resize_input(saved, 64) is saved
+    assert large(torch.rand(2, 3, 112, 112)).shape == (2, 4)

@@ -87,7 +87,7 @@ def save(path: Path, a: list[int], b: list[int], lam: list[float], vectors: list
 
 def load_bank(folder: Path) -> dict[str, np.ndarray]:
     """All shards of a bank, concatenated: a, b (face rows), lam, teacher (raw dlib vectors)."""
-    shards = [np.load(p) for p in sorted(folder.glob("mixes-*.npz"))]
+    shards = [np.load(p) for p in sorted(folder.glob("mixes-*.npz")) if ".tmp" not in p.name]
     if not shards:
         raise SystemExit(f"no blends in {folder}: run python -m train.teacher_mixes first")
     return {k: np.concatenate([s[k] for s in shards]) for k in ("a", "b", "lam", "teacher")}
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     lams: list[float] = []
     vectors: list[np.ndarray] = []
     chips: dict[int, np.ndarray] = {}
-    start = time.time()
+    start = last_save = time.time()
     while len(lams) < args.count:
         i = rng.integers(0, len(train_set.rows), size=args.batch)
         j = rng.integers(0, len(train_set.rows), size=args.batch)
@@ -130,8 +130,11 @@ def main(argv: list[str] | None = None) -> None:
         a_rows += [a for a, _ in pairs]
         b_rows += [b for _, b in pairs]
         lams += lam.tolist()
-        save(out, a_rows, b_rows, lams, vectors)
-        print(f"{len(lams)} blends, {len(lams) / (time.time() - start):.1f}/s", flush=True)
+        # Rewriting the whole bank is ~50 MB at 100k blends: once a minute keeps that I/O off the dlib core.
+        if time.time() - last_save > 60 or len(lams) >= args.count:
+            save(out, a_rows, b_rows, lams, vectors)
+            last_save = time.time()
+            print(f"{len(lams)} blends, {len(lams) / (last_save - start):.1f}/s", flush=True)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,28 @@ def blend_batch(blends: dict[str, np.ndarray], images: np.ndarray, n: int,
     return x, torch.from_numpy(blends["teacher"][pick])
 
 
+def resize_input(saved: dict, input_size: int) -> dict:
+    """Saved weights re-targeted to another input size, so a run at a larger size starts from a trained model.
+
+    Convolutions do not care about the input size; only the head's linear layer does, because it reads the
+    flattened last feature map position by position. Its weights are resized like an image (each output unit's
+    C×S×S map interpolated to the new S'×S'), scaled by S²/S'² so a smooth feature map gives the same output."""
+    config = dict(saved["config"])
+    if config["input_size"] == input_size:
+        return saved
+    old_side = config["input_size"] // 2 // (2 ** (len(config["widths"]) - 1))
+    new_side = input_size // 2 // (2 ** (len(config["widths"]) - 1))
+    state = dict(saved["model"])
+    key = next(k for k, v in state.items() if k.startswith("head.") and v.ndim == 2)
+    weight = state[key].float()
+    channels = weight.shape[1] // (old_side * old_side)
+    maps = weight.view(weight.shape[0], channels, old_side, old_side)
+    maps = F.interpolate(maps, size=(new_side, new_side), mode="bilinear", align_corners=False)
+    state[key] = (maps * (old_side / new_side) ** 2).reshape(weight.shape[0], -1).to(state[key].dtype)
+    config["input_size"] = input_size
+    return {**saved, "config": config, "model": state}
+
+
 @torch.no_grad()
 def update_ema(ema: EmbeddingNet, model: EmbeddingNet, decay: float) -> None:
     """ema ← decay·ema + (1 − decay)·model, for weights and BatchNorm statistics alike."""
@@ -148,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         gen.set_state(ckpt["torch_rng"])
         print(f"resumed at step {step}", flush=True)
     elif args.init is not None:
-        model = from_saved(torch.load(args.init, weights_only=False))
+        model = from_saved(resize_input(torch.load(args.init, weights_only=False), args.input_size))
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         print(f"initialised from {args.init}", flush=True)
     # channels_last is oneDNN's preferred layout for CPU convolutions (~15 % faster here); the weights saved are
