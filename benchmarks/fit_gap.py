@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     train, val, _ = load_training_faces(a.cache)
-    model = shipped_model(torch.load(a.weights, map_location="cpu", weights_only=False))
+    model, _ = shipped_model(torch.load(a.weights, map_location="cpu", weights_only=False), val)
 
     rng = np.random.default_rng(0)
     people = rng.choice(np.unique(train.labels), size=len(val.people), replace=False)

@@ -83,7 +83,8 @@ def face_embeddings(crops: Sequence["Image.Image"]) -> np.ndarray:
     if not crops:
         return np.zeros((0, model.config.dim), dtype=np.float32)
     x = torch.from_numpy(np.stack([np.asarray(c.convert("RGB"), dtype=np.uint8) for c in crops]))
-    x = x.permute(0, 3, 1, 2).float().div_(255)
+    # contiguous NCHW: the permuted HWC view would make the convolutions reorder their input on every call
+    x = x.permute(0, 3, 1, 2).float().div_(255).contiguous()
     with torch.inference_mode():
         both = model(torch.cat([x, torch.flip(x, dims=[3])]))
         emb = both[: len(crops)] + both[len(crops):]

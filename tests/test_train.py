@@ -186,7 +186,7 @@ def test_blend_bank_maps_training_rows_and_refuses_held_out_people(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_training_with_blends_erasing_and_weight_average_exports_the_average(tmp_path: Path) -> None:
+def test_training_with_blends_erasing_and_weight_average_exports_the_better_candidate(tmp_path: Path) -> None:
     from train import export, train_embedder
     from train.face_data import load_training_faces
     from train.teacher_mixes import save
@@ -208,7 +208,11 @@ def test_training_with_blends_erasing_and_weight_average_exports_the_average(tmp
     export.main(["--checkpoint", str(run / "last.pt"), "--cache", str(cache), "--weights", str(weights),
                  "--card", str(tmp_path / "embedder.json")])
     shipped = torch.load(weights, weights_only=True)["model"]["head.3.weight"]
-    assert torch.equal(shipped, ckpt["ema"]["head.3.weight"].half())
+    _, val_set, _ = load_training_faces(cache)
+    _, which = export.shipped_model(ckpt, val_set)
+    card = json.loads((tmp_path / "embedder.json").read_text())
+    assert card["weights"].startswith({"average": "the run's weight average", "last": "the run's last"}[which])
+    assert torch.equal(shipped, ckpt["ema" if which == "average" else "model"]["head.3.weight"].half())
 
 
 def test_resize_input_keeps_the_head_response_to_a_uniform_feature_map() -> None:
