@@ -236,3 +236,15 @@ def test_resize_input_keeps_the_head_response_to_a_uniform_feature_map() -> None
     assert torch.allclose(large.head[3].weight @ uniform_large, linear.weight @ uniform_small, atol=1e-5)
     assert resize_input(saved, 64) is saved
     assert large(torch.rand(2, 3, 112, 112)).shape == (2, 4)
+
+
+def test_lineage_follows_a_run_started_from_another_runs_checkpoint(tmp_path: Path) -> None:
+    """A run continued from an unexported checkpoint keeps that run's command and steps in the card."""
+    from train.export import earlier_runs
+
+    first = tmp_path / "first.pt"
+    torch.save({"args": {"out": "runs/a", "input_size": 80, "p": 4, "k": 2}, "step": 7}, first)
+    lineage = earlier_runs({"init": str(first)}, tmp_path / "no-card.json")
+    assert len(lineage) == 1 and lineage[0]["steps"] == 7 and lineage[0]["images_seen"] == 56
+    assert "--out runs/a" in lineage[0]["train_command"] and "--input-size 80" in lineage[0]["train_command"]
+    assert earlier_runs({"init": str(tmp_path / "gone.pt")}, tmp_path / "no-card.json")[0]["weights"].endswith("gone.pt")

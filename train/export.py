@@ -105,11 +105,18 @@ def earlier_runs(train_args: dict, card_path: Path) -> list[dict]:
     init = train_args.get("init")
     if not init:
         return []
-    if not card_path.exists() or Path(init).resolve() != EMBEDDER_WEIGHTS.resolve():
-        return [{"weights": str(init), "note": "not the shipped weights; see that run's own record"}]
-    previous = json.loads(card_path.read_text())
-    keys = ("model_id", "train_command", "export_command", "steps", "images_seen")
-    return [*previous.get("initialised_from", []), {k: previous.get(k) for k in keys}]
+    if Path(init).resolve() == EMBEDDER_WEIGHTS.resolve() and card_path.exists():
+        previous = json.loads(card_path.read_text())
+        keys = ("model_id", "train_command", "export_command", "steps", "images_seen")
+        return [*previous.get("initialised_from", []), {k: previous.get(k) for k in keys}]
+    saved = torch.load(init, weights_only=False, map_location="cpu") if Path(init).is_file() else {}
+    if "args" not in saved:
+        return [{"weights": str(init), "note": "not the shipped weights and not a training checkpoint"}]
+    # A run continued from another run's checkpoint (never exported): that run's record, and its own lineage.
+    batch = int(saved["args"].get("p", 32)) * int(saved["args"].get("k", 4))
+    return [*earlier_runs(saved["args"], card_path),
+            {"checkpoint": str(init), "train_command": training_command(saved["args"]), "steps": int(saved["step"]),
+             "images_seen": int(saved["step"]) * batch}]
 
 
 def main(argv: list[str] | None = None) -> None:
