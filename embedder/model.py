@@ -24,6 +24,12 @@ class EmbedderConfig:
     dim: int = 128
     dropout: float = 0.2
 
+    @property
+    def feature_side(self) -> int:
+        """Side of the last feature map, which the head reads position by position (stem and each later stage
+        halve the input)."""
+        return self.input_size // 2 // (2 ** (len(self.widths) - 1))
+
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
@@ -70,7 +76,7 @@ class EmbeddingNet(nn.Module):
                 stages.append(BasicBlock(cin, width, stride))
                 cin = width
         self.stages = nn.Sequential(*stages)
-        side = c.input_size // 2 // (2 ** (len(c.widths) - 1))
+        side = c.feature_side
         self.head = nn.Sequential(
             nn.BatchNorm2d(cin),
             nn.Dropout(c.dropout),

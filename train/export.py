@@ -96,6 +96,11 @@ def blend_count(folder: str) -> str:
         return "a bank of"
 
 
+def images_per_step(train_args: dict) -> int:
+    """Real photos per training step: P people × K photos (blends not counted)."""
+    return int(train_args.get("p", 32)) * int(train_args.get("k", 4))
+
+
 def earlier_runs(train_args: dict, card_path: Path) -> list[dict]:
     """The runs this one continued from (`--init`), oldest first, so the card stays a complete recipe.
 
@@ -113,10 +118,9 @@ def earlier_runs(train_args: dict, card_path: Path) -> list[dict]:
     if "args" not in saved:
         return [{"weights": str(init), "note": "not the shipped weights and not a training checkpoint"}]
     # A run continued from another run's checkpoint (never exported): that run's record, and its own lineage.
-    batch = int(saved["args"].get("p", 32)) * int(saved["args"].get("k", 4))
     return [*earlier_runs(saved["args"], card_path),
             {"checkpoint": str(init), "train_command": training_command(saved["args"]), "steps": int(saved["step"]),
-             "images_seen": int(saved["step"]) * batch}]
+             "images_seen": int(saved["step"]) * images_per_step(saved["args"])}]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,7 +151,6 @@ def main(argv: list[str] | None = None) -> None:
 
     calibration = calibrate(model, val_set, margin)
     steps = int(ckpt["step"])
-    batch = int(train_args.get("p", 32)) * int(train_args.get("k", 4))
     card = {
         "name": "oneshot-embedder",
         "model_id": weights_digest(args.weights),
@@ -176,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
                 "landmarks onto the 112x112 template; 10 % of people (by CelebA identity / FIW family) held out "
                 "for validation and calibration",
         "steps": steps,
-        "images_seen": steps * batch,
+        "images_seen": steps * images_per_step(train_args),
         "train_command": training_command(train_args),
         "initialised_from": lineage,
         "export_command": "python -m train.export " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),

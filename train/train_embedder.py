@@ -20,6 +20,7 @@ import argparse
 import copy
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -114,11 +115,11 @@ def resize_input(saved: dict, input_size: int) -> dict:
     Convolutions do not care about the input size; only the head's linear layer does, because it reads the
     flattened last feature map position by position. Its weights are resized like an image (each output unit's
     C×S×S map interpolated to the new S'×S'), scaled by S²/S'² so a smooth feature map gives the same output."""
-    config = dict(saved["config"])
-    if config["input_size"] == input_size:
+    old = EmbedderConfig.from_dict(saved["config"])
+    if old.input_size == input_size:
         return saved
-    old_side = config["input_size"] // 2 // (2 ** (len(config["widths"]) - 1))
-    new_side = input_size // 2 // (2 ** (len(config["widths"]) - 1))
+    new = replace(old, input_size=input_size)
+    old_side, new_side = old.feature_side, new.feature_side
     state = dict(saved["model"])
     key = next(k for k, v in state.items() if k.startswith("head.") and v.ndim == 2)
     weight = state[key].float()
@@ -126,8 +127,7 @@ def resize_input(saved: dict, input_size: int) -> dict:
     maps = weight.view(weight.shape[0], channels, old_side, old_side)
     maps = F.interpolate(maps, size=(new_side, new_side), mode="bilinear", align_corners=False)
     state[key] = (maps * (old_side / new_side) ** 2).reshape(weight.shape[0], -1).to(state[key].dtype)
-    config["input_size"] = input_size
-    return {**saved, "config": config, "model": state}
+    return {**saved, "config": new.to_dict(), "model": state}
 
 
 @torch.no_grad()
