@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from train.augment import augment
 from train.evaluate import best_accuracy, roc, tar_at_far
 from train.face_data import PKSampler
-from train.losses import contrastive_loss, distillation_loss, triplet_loss
+from train.losses import contrastive_loss, distillation_loss, relational_loss, triplet_loss
 
 
 def clusters(people: int, per: int, spread: float, dim: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,6 +66,36 @@ def test_contrastive_and_distillation_losses() -> None:
     assert distillation_loss(tight, tight, valid) == 0
     assert distillation_loss(tight, -tight, valid) == pytest.approx(4.0)
     assert distillation_loss(tight, -tight, torch.zeros_like(valid)) == 0
+
+
+@pytest.mark.parametrize("mining", ["hard", "semihard"])
+def test_memory_adds_harder_negatives_but_never_positives(mining: str) -> None:
+    emb, labels = clusters(8, 4, spread=0.01, seed=2)
+    plain = triplet_loss(emb, labels, 0.3, mining)
+    # An impostor from an earlier batch just beside person 0 (farther than their own photos, well within the
+    # margin): a negative that no batch of well-separated people shows.
+    near = F.normalize(emb[:1] + 0.05 * torch.randn(1, emb.shape[1], generator=torch.Generator().manual_seed(6)))
+    impostor = (near, torch.tensor([99]))
+    assert triplet_loss(emb, labels, 0.3, mining, memory=impostor) > plain + 0.01
+    # The same vector filed under person 0 is a (stale) positive: the memory must ignore it, not pull towards it.
+    same_person = (emb[:1].clone(), torch.tensor([0]))
+    assert triplet_loss(emb, labels, 0.3, mining, memory=same_person) == pytest.approx(float(plain))
+    empty = (torch.empty(0, emb.shape[1]), torch.empty(0, dtype=torch.long))
+    assert triplet_loss(emb, labels, 0.3, mining, memory=empty) == pytest.approx(float(plain))
+
+
+def test_relational_loss_sees_geometry_not_coordinates() -> None:
+    emb, _ = clusters(6, 3, spread=0.5, seed=3)
+    valid = torch.ones(len(emb), dtype=torch.bool)
+    rotation, _ = torch.linalg.qr(torch.randn(emb.shape[1], emb.shape[1], generator=torch.Generator().manual_seed(4)))
+    rotated = emb @ rotation
+    assert relational_loss(emb, rotated, valid) < 1e-10       # same geometry, other coordinates: nothing to learn
+    assert distillation_loss(emb, rotated, valid) > 0.5       # whereas per-vector distillation penalises it
+    other, _ = clusters(6, 3, spread=0.5, seed=5)
+    assert relational_loss(emb, other, valid) > 0.01
+    only_one = torch.zeros_like(valid)
+    only_one[0] = True
+    assert relational_loss(emb, other, only_one) == 0         # a single vector has no pairs
 
 
 def test_pk_sampler_gives_p_people_with_k_photos() -> None:
@@ -201,7 +231,8 @@ def test_training_with_blends_erasing_and_weight_average_exports_the_better_cand
     run = tmp_path / "run"
     train_embedder.main(["--out", str(run), "--cache", str(cache), "--p", "4", "--k", "2", "--eval-every", "2",
                          "--warmup", "1", "--threads", "1", "--input-size", "64", "--steps", "2",
-                         "--mixes", str(bank), "--mix-batch", "3", "--erase", "0.5", "--ema", "0.5"])
+                         "--mixes", str(bank), "--mix-batch", "3", "--erase", "0.5", "--ema", "0.5",
+                         "--relational", "1", "--memory", "16"])
     ckpt = torch.load(run / "last.pt", weights_only=False)
     assert not torch.equal(ckpt["ema"]["head.3.weight"], ckpt["model"]["head.3.weight"])
     weights = tmp_path / "embedder.pt"
@@ -211,6 +242,7 @@ def test_training_with_blends_erasing_and_weight_average_exports_the_better_cand
     _, val_set, _ = load_training_faces(cache)
     _, which = export.shipped_model(ckpt, val_set)
     card = json.loads((tmp_path / "embedder.json").read_text())
+    assert card["distillation"]["relational_weight"] == 1.0 and "16 most recent" in card["cross_batch_memory"]
     assert card["weights"].startswith({"average": "the run's weight average", "last": "the run's last"}[which])
     assert torch.equal(shipped, ckpt["ema" if which == "average" else "model"]["head.3.weight"].half())
 

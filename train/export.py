@@ -170,7 +170,10 @@ def main(argv: list[str] | None = None) -> None:
                           f"people's faces (train.teacher_mixes), {train_args['mix_batch']} per step, "
                           f"distillation only"}
                if train_args.get("mixes") else {}),
+            **({"relational_weight": float(train_args["relational"])} if train_args.get("relational") else {}),
         },
+        **({"cross_batch_memory": f"the {train_args['memory']} most recent embeddings as extra negatives"}
+           if train_args.get("memory") else {}),
         "regularisation": {"erase": float(train_args.get("erase", 0.0)),
                            "weight_average_decay": float(train_args.get("ema", 0.0))},
         "weights": {"last": "the run's last weights", "average": "the run's weight average"}[which]

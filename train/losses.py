@@ -8,23 +8,39 @@ import torch
 import torch.nn.functional as F
 
 
-def pairwise_distances(emb: torch.Tensor) -> torch.Tensor:
-    """Euclidean distance matrix of unit vectors; the clamp keeps the sqrt's gradient finite on the diagonal."""
-    sim = emb @ emb.t()
+def pairwise_distances(emb: torch.Tensor, others: torch.Tensor | None = None) -> torch.Tensor:
+    """Euclidean distances between unit vectors (`emb` × `others`, default `emb` × `emb`); the clamp keeps the
+    sqrt's gradient finite on the diagonal."""
+    sim = emb @ (emb if others is None else others).t()
     return (2.0 - 2.0 * sim).clamp_min(1e-12).sqrt()
 
 
-def triplet_loss(emb: torch.Tensor, labels: torch.Tensor, margin: float, mining: str = "hard") -> torch.Tensor:
+def triplet_loss(emb: torch.Tensor, labels: torch.Tensor, margin: float, mining: str = "hard",
+                 memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Triplet loss max(0, d(a,p) − d(a,n) + margin) over the batch, anchors = every sample.
 
     `hard`: for each anchor the farthest positive and the nearest negative in the batch (Hermans et al. 2017).
     `semihard`: for each (anchor, positive) pair the nearest negative that is still farther than the positive
     (FaceNet, Schroff et al. 2015), falling back to the hardest negative when none is.
+
+    `memory` = (embeddings, labels) of earlier batches, detached: extra candidate negatives (a cross-batch memory,
+    Wang et al. 2020). A batch of 32 people shows each anchor ~124 negatives, so its hardest negative sits near the
+    1 % tail of impostors; the false accepts that matter at a door sit at 0.1 % and below, which only a bigger pool
+    of negatives reaches. The memory never supplies positives (its vectors are stale, and a person's other photos
+    are already in the batch).
     """
-    dist = pairwise_distances(emb)
-    same = labels[:, None] == labels[None, :]
-    eye = torch.eye(len(labels), dtype=torch.bool, device=emb.device)
-    pos_mask = same & ~eye
+    n = len(labels)
+    if memory is not None and len(memory[1]):
+        candidates, candidate_labels = torch.cat([emb, memory[0]]), torch.cat([labels, memory[1]])
+    else:
+        candidates, candidate_labels = emb, labels
+    dist = pairwise_distances(emb, candidates)
+    same = labels[:, None] == candidate_labels[None, :]
+    in_batch = torch.zeros_like(same)
+    in_batch[:, :n] = True
+    eye = torch.zeros_like(same)
+    eye[:, :n] = torch.eye(n, dtype=torch.bool, device=emb.device)
+    pos_mask = same & in_batch & ~eye
     neg_mask = ~same
     big = 4.0
     if mining == "hard":
@@ -64,3 +80,18 @@ def distillation_loss(emb: torch.Tensor, teacher: torch.Tensor, valid: torch.Ten
     if not bool(valid.any()):
         return emb.sum() * 0.0
     return (emb[valid] - teacher[valid]).pow(2).sum(dim=1).mean()
+
+
+def relational_loss(emb: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between the student's and the teacher's cosine similarity of every pair of photos
+    in the batch (relational distillation, Park et al. 2019).
+
+    Per-vector distillation asks the student to reproduce each of the teacher's vectors; this asks only for the
+    same geometry — which faces the teacher finds alike — so a small network can match the teacher's ranking of
+    hard impostors without spending capacity on its exact coordinates.
+    """
+    if int(valid.sum()) < 2:
+        return emb.sum() * 0.0
+    s, t = emb[valid], teacher[valid]
+    off = ~torch.eye(len(s), dtype=torch.bool, device=emb.device)
+    return (s @ s.t() - t @ t.t())[off].pow(2).mean()

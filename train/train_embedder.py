@@ -10,7 +10,9 @@ Each step: a P×K batch (P people × K photos), one shared network embeds all of
 loss over batch-mined (anchor, positive, negative) triplets (`--mining hard|semihard`) or the Siamese contrastive
 loss (`--loss contrastive`), plus an optional auxiliary distillation term pulling each embedding towards dlib's
 (centred, normalised) vector of the same photo (`--distill`, 0 disables it), and, with `--mixes`, towards dlib's
-vectors of blended faces of two training people (a bank made once by `train.teacher_mixes`). `--erase` blanks a
+vectors of blended faces of two training people (a bank made once by `train.teacher_mixes`). `--relational` adds
+the teacher's pairwise similarities as a target, `--memory` keeps recent embeddings as extra negatives for the
+triplet loss. `--erase` blanks a
 random rectangle of some photos; `--ema` keeps the weight average that is validated and shipped. Checkpoints
 every few minutes; `--resume` continues a run, `--init` starts from existing weights (e.g. the shipped model).
 """
@@ -32,7 +34,7 @@ from train.augment import augment
 from train.evaluate import embed_array, verification_report
 from train.face_data import FaceSet, PKSampler, centre_teacher, load_training_faces
 from train.schedule import learning_rate
-from train.losses import contrastive_loss, distillation_loss, triplet_loss
+from train.losses import contrastive_loss, distillation_loss, relational_loss, triplet_loss
 from train.teacher_mixes import load_bank
 
 
@@ -47,6 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mining", choices=["hard", "semihard"], default="hard")
     p.add_argument("--margin", type=float, default=0.3)
     p.add_argument("--distill", type=float, default=1.0, help="weight of the dlib distillation term (0 = off)")
+    p.add_argument("--relational", type=float, default=0.0,
+                   help="weight of relational distillation: match the teacher's pairwise cosines in the batch")
+    p.add_argument("--memory", type=int, default=0,
+                   help="cross-batch memory: this many recent embeddings serve as extra negatives (0 = off)")
     p.add_argument("--mixes", type=Path, default=None,
                    help="bank of dlib vectors of blended training faces (train.teacher_mixes): each step adds "
                         "--mix-batch blends whose only loss is distillation")
@@ -183,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model: {count_parameters(model) / 1e6:.2f}M parameters, input {model.config.input_size}px, "
           f"{args.precision}", flush=True)
 
+    # Recent batches' embeddings and labels (detached), newest last; not checkpointed: it refills in a few steps.
+    memory = (torch.empty(0, model.config.dim), torch.empty(0, dtype=torch.long))
     log = open(args.out / "log.jsonl", "a")
     last_save = time.time()
     window: list[dict[str, float]] = []
@@ -212,11 +220,16 @@ def main(argv: list[str] | None = None) -> None:
         emb = F.normalize(features.float(), dim=1)  # normalise and compute the losses in fp32
         real = emb[: len(idx)]  # the metric loss needs labels: blends have none
         if args.loss == "triplet":
-            metric = triplet_loss(real, labels, args.margin, args.mining)
+            metric = triplet_loss(real, labels, args.margin, args.mining, memory if args.memory else None)
         else:
             metric = contrastive_loss(real, labels, args.margin)
+        if args.memory:
+            memory = (torch.cat([memory[0], real.detach()])[-args.memory:],
+                      torch.cat([memory[1], labels])[-args.memory:])
         distill = distillation_loss(emb, teacher, has_teacher)
         loss = metric + args.distill * distill
+        relational = relational_loss(emb, teacher, has_teacher) if args.relational else torch.zeros(())
+        loss = loss + args.relational * relational
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -224,10 +237,11 @@ def main(argv: list[str] | None = None) -> None:
             update_ema(ema, model, args.ema)
         step += 1
         finished = step >= args.steps or (args.minutes > 0 and elapsed >= args.minutes * 60)
-        loss, metric, distill = loss.detach(), metric.detach(), distill.detach()
+        loss, metric, distill, relational = loss.detach(), metric.detach(), distill.detach(), relational.detach()
         with torch.no_grad():
             spread = float(torch.pdist(real[:: args.k]).mean())  # collapse guard: → 0 if everything collapses
-        window.append({"loss": float(loss), "metric": float(metric), "distill": float(distill), "spread": spread})
+        window.append({"loss": float(loss), "metric": float(metric), "distill": float(distill),
+                       "relational": float(relational), "spread": spread})
         if step % 25 == 0:
             mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
             rate = 25 * len(idx) / (time.time() - t0)
