@@ -30,17 +30,12 @@ def triplet_loss(emb: torch.Tensor, labels: torch.Tensor, margin: float, mining:
     are already in the batch).
     """
     n = len(labels)
-    if memory is not None and len(memory[1]):
-        candidates, candidate_labels = torch.cat([emb, memory[0]]), torch.cat([labels, memory[1]])
-    else:
-        candidates, candidate_labels = emb, labels
+    candidates, candidate_labels = (emb, labels) if memory is None else \
+        (torch.cat([emb, memory[0]]), torch.cat([labels, memory[1]]))
     dist = pairwise_distances(emb, candidates)
     same = labels[:, None] == candidate_labels[None, :]
-    in_batch = torch.zeros_like(same)
-    in_batch[:, :n] = True
-    eye = torch.zeros_like(same)
-    eye[:, :n] = torch.eye(n, dtype=torch.bool, device=emb.device)
-    pos_mask = same & in_batch & ~eye
+    pos_mask = torch.zeros_like(same)                         # positives: other photos in this batch only
+    pos_mask[:, :n] = same[:, :n] & ~torch.eye(n, dtype=torch.bool, device=emb.device)
     neg_mask = ~same
     big = 4.0
     if mining == "hard":

@@ -12,8 +12,8 @@ loss (`--loss contrastive`), plus an optional auxiliary distillation term pullin
 (centred, normalised) vector of the same photo (`--distill`, 0 disables it), and, with `--mixes`, towards dlib's
 vectors of blended faces of two training people (a bank made once by `train.teacher_mixes`). `--relational` adds
 the teacher's pairwise similarities as a target, `--memory` keeps recent embeddings as extra negatives for the
-triplet loss. `--erase` blanks a
-random rectangle of some photos; `--ema` keeps the weight average that is validated and shipped. Checkpoints
+triplet loss. `--erase` blanks a random rectangle of some photos; `--ema` keeps the weight average that is
+validated and shipped. Checkpoints
 every few minutes; `--resume` continues a run, `--init` starts from existing weights (e.g. the shipped model).
 """
 from __future__ import annotations
@@ -227,9 +227,8 @@ def main(argv: list[str] | None = None) -> None:
             memory = (torch.cat([memory[0], real.detach()])[-args.memory:],
                       torch.cat([memory[1], labels])[-args.memory:])
         distill = distillation_loss(emb, teacher, has_teacher)
-        loss = metric + args.distill * distill
         relational = relational_loss(emb, teacher, has_teacher) if args.relational else torch.zeros(())
-        loss = loss + args.relational * relational
+        loss = metric + args.distill * distill + args.relational * relational
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
