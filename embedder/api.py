@@ -30,7 +30,7 @@ EMBEDDER_CARD = WEIGHTS_DIR / "embedder.json"
 
 __all__ = [
     "Face", "PhotoError", "load_photo", "detect_faces", "face_locations", "face_landmarks", "aligned_faces",
-    "face_embeddings", "model_card", "model_id",
+    "face_embeddings", "native_bf16", "model_card", "model_id",
 ]
 
 _lock = threading.Lock()
@@ -70,12 +70,26 @@ def _embedder() -> "EmbeddingNet":
         return fuse_batchnorms(from_saved(saved).eval())
 
 
-def face_embeddings(crops: Sequence["Image.Image"]) -> np.ndarray:
+@lru_cache(maxsize=1)
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16). There the embedder runs under bf16 autocast:
+    ~1.5× faster on one thread, and the vectors stay within 1e-4 cosine of float32 (no change in held-out
+    accuracy, measured). Elsewhere bf16 would be emulated and slower, so float32 it is."""
+    import torch
+
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the probe: assume no native bf16
+        return False
+
+
+def face_embeddings(crops: Sequence["Image.Image"], bf16: bool | None = None) -> np.ndarray:
     """Aligned crops → (n, dim) float32 unit vectors.
 
     Each vector is the normalised sum of the crop's and its mirror image's embeddings: it makes the vector
     insensitive to which side of the face the light came from. Crops and mirrors go through the network as one
-    batch, which on one CPU thread costs ~1.3× a single pass rather than 2×.
+    batch, which on one CPU thread costs ~1.3× a single pass rather than 2×. `bf16` defaults to `native_bf16()`
+    (benchmarks set it to compare both).
     """
     import torch
 
@@ -85,10 +99,11 @@ def face_embeddings(crops: Sequence["Image.Image"]) -> np.ndarray:
     x = torch.from_numpy(np.stack([np.asarray(c.convert("RGB"), dtype=np.uint8) for c in crops]))
     # contiguous NCHW: the permuted HWC view would make the convolutions reorder their input on every call
     x = x.permute(0, 3, 1, 2).float().div_(255).contiguous()
-    with torch.inference_mode():
-        both = model(torch.cat([x, torch.flip(x, dims=[3])]))
-        emb = both[: len(crops)] + both[len(crops):]
-        return torch.nn.functional.normalize(emb, dim=1).numpy().astype(np.float32)
+    use_bf16 = native_bf16() if bf16 is None else bf16
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        both = model(torch.cat([x, torch.flip(x, dims=[3])])).float()
+    emb = both[: len(crops)] + both[len(crops):]
+    return torch.nn.functional.normalize(emb, dim=1).numpy().astype(np.float32)
 
 
 @lru_cache(maxsize=1)

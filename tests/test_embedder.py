@@ -45,6 +45,16 @@ def test_mirror_image_gets_the_same_vector() -> None:
     assert np.allclose(a, b, atol=1e-4)
 
 
+def test_bf16_and_float32_give_the_same_vectors() -> None:
+    """Where the CPU has native bf16 the product embeds under bf16 autocast; that must not move the vectors
+    enough to change a decision (thresholds sit ~0.5–1.0 apart in distance; this allows 0.01 of cosine)."""
+    crops = [synthetic_crop(4), synthetic_crop(5)]
+    exact, fast = api.face_embeddings(crops, bf16=False), api.face_embeddings(crops, bf16=True)
+    assert fast.dtype == np.float32 and np.allclose(np.linalg.norm(fast, axis=1), 1, atol=1e-5)
+    assert np.all((exact * fast).sum(1) > 0.99)
+    assert isinstance(api.native_bf16(), bool)
+
+
 def test_network_output_is_normalised_for_any_batch() -> None:
     import torch
 
