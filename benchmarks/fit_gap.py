@@ -8,7 +8,8 @@ Why: more minutes on the same ~22k photos only help while the model underfits. T
 the verification report (`train.evaluate.verification_report`, no augmentation, flip-averaged) on the held-out
 people and on the same number of *training* people, the distillation error (squared distance to dlib's centred
 vector, no flip) on both, the held-out report once more without the flip (what the mirror, which doubles the
-embedder's run time, buys), and dlib's own vectors on the held-out people — the ceiling distillation aims at.
+embedder's run time, buys) and once under bf16 autocast (what the product runs on CPUs with native bf16), and
+dlib's own vectors on the held-out people — the ceiling distillation aims at.
 A wide train/held-out gap with a flat held-out curve means the next gains come from data or regularisation,
 not from longer runs. LFW is not touched.
 """
@@ -72,11 +73,13 @@ def main(argv: list[str] | None = None) -> None:
             "distillation_error": distillation_error(val_plain, val, val_idx),
         },
         "held_out_people_no_flip": verification_report(val_plain, val.labels),
+        "held_out_people_bf16": verification_report(embed_array(model, val.images, bf16=True), val.labels),
         "dlib_teacher_on_held_out_people": verification_report(teacher, val.labels[val.has_teacher]),
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
-    for key in ("training_people", "held_out_people", "held_out_people_no_flip", "dlib_teacher_on_held_out_people"):
+    for key in ("training_people", "held_out_people", "held_out_people_no_flip", "held_out_people_bf16",
+                "dlib_teacher_on_held_out_people"):
         r = result[key]
         extra = f", distillation error {r['distillation_error']:.3f}" if "distillation_error" in r else ""
         print(f"{key}: accuracy {r['accuracy']:.2%}, TAR@FAR0.1% {r['tar@far1e-3']:.1%}{extra}")
