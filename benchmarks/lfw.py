@@ -219,10 +219,9 @@ def main() -> None:
     pairs, same, fold = read_pairs(lfw, {p: i for i, p in enumerate(paths)})
 
     from embedder import api
-    from embedder.api import model_card
     from enroll.decision import threshold_for_gallery
 
-    card = model_card()
+    card = api.model_card()
     results = {"machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
                "landmarks": args.landmarks, "models": []}
     emb, ms = our_embeddings(lfw, rows, args.landmarks)
