@@ -87,12 +87,12 @@ def native_bf16() -> bool:
 def face_embeddings(crops: Sequence["Image.Image"], bf16: bool | None = None) -> np.ndarray:
     """Aligned crops → (n, dim) float32 unit vectors.
 
-    Each vector is the normalised sum of the crop's and its mirror image's embeddings: it makes the vector
-    insensitive to which side of the face the light came from. Crops and mirrors go through the network as one
-    batch, which on one CPU thread costs ~1.3× a single pass rather than 2×. `bf16` defaults to `native_bf16()`
-    (benchmarks set it to compare both).
+    Each vector is the normalised sum of the crop's and its mirror image's embeddings (`embedder.model.embed`).
+    `bf16` defaults to `native_bf16()` (benchmarks set it to compare both).
     """
     import torch
+
+    from embedder.model import embed
 
     model = _embedder()
     if not crops:
@@ -100,11 +100,8 @@ def face_embeddings(crops: Sequence["Image.Image"], bf16: bool | None = None) ->
     x = torch.from_numpy(np.stack([np.asarray(c.convert("RGB"), dtype=np.uint8) for c in crops]))
     # contiguous NCHW: the permuted HWC view would make the convolutions reorder their input on every call
     x = x.permute(0, 3, 1, 2).float().div_(255).contiguous()
-    use_bf16 = native_bf16() if bf16 is None else bf16
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-        both = model(torch.cat([x, torch.flip(x, dims=[3])])).float()
-    emb = both[: len(crops)] + both[len(crops):]
-    return torch.nn.functional.normalize(emb, dim=1).numpy().astype(np.float32)
+    with torch.inference_mode():
+        return embed(model, x, bf16=native_bf16() if bf16 is None else bf16).numpy()
 
 
 @lru_cache(maxsize=1)

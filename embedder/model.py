@@ -99,6 +99,18 @@ class EmbeddingNet(nn.Module):
         return F.normalize(self.features(x), dim=1)
 
 
+def embed(model: EmbeddingNet, x: torch.Tensor, mirror: bool = True, bf16: bool = False) -> torch.Tensor:
+    """(N, 3, H, W) crops in [0, 1] → (N, dim) float32 unit vectors, as the product computes them: with `mirror`,
+    the normalised sum of each crop's and its mirror image's embeddings (insensitive to which side of the face the
+    light came from), crops and mirrors in one batch, which on one CPU thread costs ~1.3× a single pass rather
+    than 2×; with `bf16`, under bf16 autocast (for CPUs with native bf16). One function for the product and the
+    evaluation, so held-out numbers measure exactly what users get."""
+    n = len(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = model(torch.cat([x, torch.flip(x, dims=[3])]) if mirror else x).float()
+    return F.normalize(out[:n] + out[n:], dim=1) if mirror else out
+
+
 def from_saved(saved: dict) -> EmbeddingNet:
     """A saved model — the shipped float16 weights or a training checkpoint, both {"config", "model", ...} — as a
     float32 network (eval mode is the caller's choice: training continues from it too)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from embedder.model import EmbeddingNet
+from embedder.model import EmbeddingNet, embed
 
 
 @torch.no_grad()
@@ -19,11 +19,7 @@ def embed_array(model: EmbeddingNet, images: np.ndarray, batch: int = 256, flip:
     out = []
     for start in range(0, len(images), batch):
         x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch])).permute(0, 3, 1, 2).float() / 255
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            emb = model(x).float()
-            if flip:
-                emb = emb + model(torch.flip(x, dims=[3])).float()
-        out.append(torch.nn.functional.normalize(emb, dim=1).numpy())
+        out.append(embed(model, x, mirror=flip, bf16=bf16).numpy())
     return np.concatenate(out).astype(np.float32)
 
 
