@@ -235,6 +235,9 @@ def test_training_with_blends_erasing_and_weight_average_exports_the_better_cand
                          "--relational", "1", "--memory", "16"])
     ckpt = torch.load(run / "last.pt", weights_only=False)
     assert not torch.equal(ckpt["ema"]["head.3.weight"], ckpt["model"]["head.3.weight"])
+    # the bank grows after the run started (a teacher_mixes job beside it): the card reports what the run used
+    save(bank / "mixes-1.npz", train_set.rows[:2].tolist(), train_set.rows[-2:].tolist(), [0.5] * 2,
+         [np.random.default_rng(2).normal(size=(2, 128)).astype(np.float32)])
     weights = tmp_path / "embedder.pt"
     export.main(["--checkpoint", str(run / "last.pt"), "--cache", str(cache), "--weights", str(weights),
                  "--card", str(tmp_path / "embedder.json")])
@@ -242,6 +245,7 @@ def test_training_with_blends_erasing_and_weight_average_exports_the_better_cand
     _, val_set, _ = load_training_faces(cache)
     _, which = export.shipped_model(ckpt, val_set)
     card = json.loads((tmp_path / "embedder.json").read_text())
+    assert card["distillation"]["blends"].startswith("plus dlib's vectors of 4 blends")
     assert card["distillation"]["relational_weight"] == 1.0 and "16 most recent" in card["cross_batch_memory"]
     assert card["weights"].startswith({"average": "the run's weight average", "last": "the run's last"}[which])
     assert torch.equal(shipped, ckpt["ema" if which == "average" else "model"]["head.3.weight"].half())

@@ -88,8 +88,12 @@ def training_command(train_args: dict, module: str = "train.train_embedder") -> 
     return " ".join(parts)
 
 
-def blend_count(folder: str) -> str:
-    """How many blends the run's bank holds (it lives in cache/, outside git), or 'a bank of' when it is gone."""
+def blend_count(saved: dict, folder: str) -> str:
+    """How many blends the run trained with: the count its checkpoint recorded (the bank is read once, at the run's
+    start, and may have grown since), else what the bank holds now (it lives in cache/, outside git), else
+    'a bank of' when it is gone."""
+    if "blends" in saved:
+        return f"{int(saved['blends']):,}"
     try:
         return f"{len(load_bank(Path(folder))['lam']):,}"
     except (OSError, SystemExit):
@@ -166,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             "weight": train_args.get("distill", 0.0),
             "teacher": "dlib ResNet 128-d vectors (face_recognition_models, public domain) of our own training "
                        "photos, centred on the training people's mean and L2-normalised",
-            **({"blends": f"plus dlib's vectors of {blend_count(train_args['mixes'])} blends of two training "
+            **({"blends": f"plus dlib's vectors of {blend_count(ckpt, train_args['mixes'])} blends of two training "
                           f"people's faces (train.teacher_mixes), {train_args['mix_batch']} per step, "
                           f"distillation only"}
                if train_args.get("mixes") else {}),

@@ -80,14 +80,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def save(path: Path, model: EmbeddingNet, opt: torch.optim.Optimizer, step: int, args: argparse.Namespace,
          sampler: PKSampler, gen: torch.Generator, teacher_mean: np.ndarray, elapsed: float,
-         ema: EmbeddingNet | None) -> None:
+         ema: EmbeddingNet | None, blends: int) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({
         **({"ema": ema.state_dict()} if ema is not None else {}),
         "model": model.state_dict(), "config": model.config.to_dict(), "optimizer": opt.state_dict(),
         "step": step, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": gen.get_state(),
-        "teacher_mean": teacher_mean, "elapsed": elapsed,
+        "teacher_mean": teacher_mean, "elapsed": elapsed, "blends": blends,
     }, tmp)
     tmp.replace(path)
 
@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
             log.write(json.dumps({"step": step, "val": report}) + "\n")
             log.flush()
         if time.time() - last_save > args.checkpoint_minutes * 60 or finished:
-            save(args.out / "last.pt", model, opt, step, args, sampler, gen, teacher_mean, elapsed, ema)
+            save(args.out / "last.pt", model, opt, step, args, sampler, gen, teacher_mean, elapsed, ema,
+                 len(blends["lam"]) if blends is not None else 0)
             last_save = time.time()
     print("done", flush=True)
 
