@@ -89,8 +89,8 @@ def training_command(train_args: dict, module: str = "train.train_embedder") -> 
 
 
 def blend_count(saved: dict, folder: str) -> str:
-    """How many blends the run trained with: the count its checkpoint recorded (the bank is read once, at the run's
-    start, and may have grown since), else what the bank holds now (it lives in cache/, outside git), else
+    """How many blends the run trained with: the count its checkpoint recorded (the bank is read when the run starts
+    or resumes, and may have grown since), else what the bank holds now (it lives in cache/, outside git), else
     'a bank of' when it is gone."""
     if "blends" in saved:
         return f"{int(saved['blends']):,}"

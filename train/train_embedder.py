@@ -156,8 +156,9 @@ def main(argv: list[str] | None = None) -> None:
           f"val: {len(val_set.labels)} photos of {len(val_set.people)} people", flush=True)
 
     blends = load_blends(args.mixes, train_set, teacher_mean) if args.mixes else None
+    blend_total = len(blends["lam"]) if blends is not None else 0  # recorded in checkpoints for the model card
     if blends is not None:
-        print(f"blends: {len(blends['lam'])} from {args.mixes}", flush=True)
+        print(f"blends: {blend_total} from {args.mixes}", flush=True)
     model = EmbeddingNet(EmbedderConfig(input_size=args.input_size))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sampler = PKSampler(train_set.labels, args.p, args.k, seed=args.seed)
@@ -257,8 +258,7 @@ def main(argv: list[str] | None = None) -> None:
             log.write(json.dumps({"step": step, "val": report}) + "\n")
             log.flush()
         if time.time() - last_save > args.checkpoint_minutes * 60 or finished:
-            save(args.out / "last.pt", model, opt, step, args, sampler, gen, teacher_mean, elapsed, ema,
-                 len(blends["lam"]) if blends is not None else 0)
+            save(args.out / "last.pt", model, opt, step, args, sampler, gen, teacher_mean, elapsed, ema, blend_total)
             last_save = time.time()
     print("done", flush=True)
 
