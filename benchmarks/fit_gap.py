@@ -9,7 +9,9 @@ the verification report (`train.evaluate.verification_report`, no augmentation, 
 people and on the same number of *training* people, the distillation error (squared distance to dlib's centred
 vector, no flip) on both, the held-out report once more without the flip (what the mirror, which doubles the
 embedder's run time, buys) and once under bf16 autocast (what the product runs on CPUs with native bf16), and
-dlib's own vectors on the held-out people — the ceiling distillation aims at.
+dlib's own vectors on the held-out people — the ceiling distillation aims at. For the student and for dlib it
+also counts how often a *relative* (another member of the same held-out FIW family) passes the distance at which
+0.1 % of random impostors pass: siblings and parents are the impostors a door meets that look most alike.
 A wide train/held-out gap with a flat held-out curve means the next gains come from data or regularisation,
 not from longer runs. LFW is not touched.
 """
@@ -30,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from embedder.api import EMBEDDER_WEIGHTS  # noqa: E402
 from train.evaluate import embed_array, verification_report  # noqa: E402
 from train.export import shipped_model  # noqa: E402
-from train.face_data import FaceSet, load_training_faces  # noqa: E402
+from train.face_data import FaceSet, family_groups, load_training_faces  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "fit_gap.json"
 
@@ -39,6 +41,21 @@ def distillation_error(emb: np.ndarray, faces: FaceSet, idx: np.ndarray) -> floa
     """Mean squared distance between the student's unflipped vectors `emb` (rows = `idx`) and the teacher's."""
     ok = faces.has_teacher[idx]
     return float(((emb[ok] - faces.teacher[idx][ok]) ** 2).sum(1).mean())
+
+
+def relatives_accepted(emb: np.ndarray, faces: FaceSet, threshold: float) -> dict[str, float]:
+    """Pairs of photos of two different people of one family (rows of `emb` follow `faces`), and the share of
+    them closer than `threshold` (a relative accepted as the other)."""
+    family = family_groups(faces)[faces.labels]
+    accepted, pairs = 0, 0
+    for f in np.unique(family):
+        rows = np.flatnonzero(family == f)
+        d = np.sqrt(np.clip(2.0 - 2.0 * emb[rows] @ emb[rows].T, 0.0, None))
+        other = faces.labels[rows][:, None] != faces.labels[rows][None, :]
+        upper = np.triu(other, k=1)
+        pairs += int(upper.sum())
+        accepted += int((d[upper] < threshold).sum())
+    return {"pairs": pairs, "threshold": threshold, "accepted": accepted / max(pairs, 1)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     teacher = val.teacher[val.has_teacher]
     train_plain = embed_array(model, train.images[train_idx], flip=False)
     val_plain = embed_array(model, val.images, flip=False)
+    val_emb = embed_array(model, val.images)
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": a.threads},
         "weights": str(a.weights.relative_to(ROOT) if a.weights.is_relative_to(ROOT) else a.weights),
@@ -69,13 +87,19 @@ def main(argv: list[str] | None = None) -> None:
         },
         "held_out_people": {
             "people": len(val.people), "photos": len(val_idx),
-            **verification_report(embed_array(model, val.images), val.labels),
+            **verification_report(val_emb, val.labels),
             "distillation_error": distillation_error(val_plain, val, val_idx),
         },
         "held_out_people_no_flip": verification_report(val_plain, val.labels),
         "held_out_people_bf16": verification_report(embed_array(model, val.images, bf16=True), val.labels),
         "dlib_teacher_on_held_out_people": verification_report(teacher, val.labels[val.has_teacher]),
     }
+    result["held_out_relatives"] = relatives_accepted(val_emb, val, result["held_out_people"]["threshold@far1e-3"])
+    with_teacher = np.flatnonzero(val.has_teacher)
+    dlib_faces = FaceSet(val.images[:0], val.labels[with_teacher], teacher, val.has_teacher[with_teacher],
+                         val.people, val.rows[with_teacher])
+    result["dlib_teacher_on_held_out_relatives"] = relatives_accepted(
+        teacher, dlib_faces, result["dlib_teacher_on_held_out_people"]["threshold@far1e-3"])
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
     for key in ("training_people", "held_out_people", "held_out_people_no_flip", "held_out_people_bf16",
@@ -83,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
         r = result[key]
         extra = f", distillation error {r['distillation_error']:.3f}" if "distillation_error" in r else ""
         print(f"{key}: accuracy {r['accuracy']:.2%}, TAR@FAR0.1% {r['tar@far1e-3']:.1%}{extra}")
+    for key in ("held_out_relatives", "dlib_teacher_on_held_out_relatives"):
+        r = result[key]
+        print(f"{key}: {r['accepted']:.1%} of {r['pairs']} pairs of relatives pass the FAR-0.1 % distance {r['threshold']:.3f}")
     print(f"wrote {a.out}")
 
 

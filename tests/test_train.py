@@ -105,6 +105,35 @@ def test_pk_sampler_gives_p_people_with_k_photos() -> None:
     assert len(batch) == 24 and len(people) == 6 and set(counts) == {4}
 
 
+def test_pk_sampler_puts_relatives_together_when_asked() -> None:
+    labels = np.repeat(np.arange(40), 3)
+    groups = np.concatenate([np.repeat(np.arange(10), 2), np.arange(10, 30)])  # 10 pairs of siblings, 20 loners
+
+    def with_a_relative(sampler: PKSampler) -> list[int]:
+        counts = []
+        for _ in range(50):
+            batch = sampler.batch()
+            people, per = np.unique(labels[batch], return_counts=True)
+            assert len(people) == 8 and set(per) == {2}
+            families, size = np.unique(groups[people], return_counts=True)
+            counts.append(int(size[size >= 2].sum()))
+        return counts
+
+    mixed = with_a_relative(PKSampler(labels, p=8, k=2, seed=0, groups=groups, relatives=0.5))
+    plain = with_a_relative(PKSampler(labels, p=8, k=2, seed=0, groups=groups))
+    assert min(mixed) >= 4 and np.mean(mixed) > np.mean(plain) + 2
+
+
+def test_family_groups_join_fiw_relatives_only() -> None:
+    from train.face_data import FaceSet, family_groups
+
+    people = ["celeba:7", "celeba:8", "fiw:F0001_MID1", "fiw:F0001_MID2", "fiw:F0002_MID1"]
+    faces = FaceSet(np.zeros((0, 112, 112, 3), np.uint8), np.zeros(0, np.int64), np.zeros((0, 128), np.float32),
+                    np.zeros(0, bool), people, np.zeros(0, np.int64))
+    g = family_groups(faces)
+    assert g[2] == g[3] and len(set(g.tolist())) == 4
+
+
 def test_augment_keeps_range_and_changes_pixels() -> None:
     x = torch.rand(8, 3, 112, 112)
     y = augment(x, 96, torch.Generator().manual_seed(0))
@@ -232,7 +261,7 @@ def test_training_with_blends_erasing_and_weight_average_exports_the_better_cand
     train_embedder.main(["--out", str(run), "--cache", str(cache), "--p", "4", "--k", "2", "--eval-every", "2",
                          "--warmup", "1", "--threads", "1", "--input-size", "64", "--steps", "2",
                          "--mixes", str(bank), "--mix-batch", "3", "--erase", "0.5", "--ema", "0.5",
-                         "--relational", "1", "--memory", "16"])
+                         "--relational", "1", "--memory", "16", "--relatives", "0.5"])
     ckpt = torch.load(run / "last.pt", weights_only=False)
     assert not torch.equal(ckpt["ema"]["head.3.weight"], ckpt["model"]["head.3.weight"])
     # the bank grows after the run started (a teacher_mixes job beside it): the card reports what the run used
@@ -247,6 +276,7 @@ def test_training_with_blends_erasing_and_weight_average_exports_the_better_cand
     card = json.loads((tmp_path / "embedder.json").read_text())
     assert card["distillation"]["blends"].startswith("plus dlib's vectors of 4 blends")
     assert card["distillation"]["relational_weight"] == 1.0 and "16 most recent" in card["cross_batch_memory"]
+    assert card["relatives"].startswith("50% of each batch's people")
     assert card["weights"].startswith({"average": "the run's weight average", "last": "the run's last"}[which])
     assert torch.equal(shipped, ckpt["ema" if which == "average" else "model"]["head.3.weight"].half())
 
@@ -280,7 +310,37 @@ def test_lineage_follows_a_run_started_from_another_runs_checkpoint(tmp_path: Pa
 
     first = tmp_path / "first.pt"
     torch.save({"args": {"out": "runs/a", "input_size": 80, "p": 4, "k": 2}, "step": 7}, first)
-    lineage = earlier_runs({"init": str(first)}, tmp_path / "no-card.json")
+    lineage = earlier_runs({"init": str(first)})
     assert len(lineage) == 1 and lineage[0]["steps"] == 7 and lineage[0]["images_seen"] == 56
     assert "--out runs/a" in lineage[0]["train_command"] and "--input-size 80" in lineage[0]["train_command"]
-    assert earlier_runs({"init": str(tmp_path / "gone.pt")}, tmp_path / "no-card.json")[0]["weights"].endswith("gone.pt")
+    assert earlier_runs({"init": str(tmp_path / "gone.pt")})[0]["weights"].endswith("gone.pt")
+
+
+def test_lineage_reads_the_card_beside_exported_weights_wherever_they_are(tmp_path: Path) -> None:
+    """Weights exported outside the package (e.g. a candidate in /tmp) keep their lineage; a stale card is ignored."""
+    from embedder.api import weights_digest
+    from train.export import earlier_runs
+
+    weights = tmp_path / "candidate.pt"
+    torch.save({"state": {}}, weights)
+    card = {"model_id": weights_digest(weights), "train_command": "python -m train.train_embedder --out runs/x",
+            "export_command": "python -m train.export", "steps": 5, "images_seen": 40,
+            "initialised_from": [{"model_id": "older", "steps": 3}]}
+    (tmp_path / "candidate.json").write_text(json.dumps(card))
+    lineage = earlier_runs({"init": str(weights)})
+    assert [step["model_id"] for step in lineage] == ["older", card["model_id"]] and lineage[1]["steps"] == 5
+    (tmp_path / "candidate.json").write_text(json.dumps({**card, "model_id": "another-model"}))
+    assert "note" in earlier_runs({"init": str(weights)})[0]
+
+
+def test_relatives_accepted_counts_only_pairs_of_different_people_of_one_family() -> None:
+    from benchmarks.fit_gap import relatives_accepted
+    from train.face_data import FaceSet
+
+    people = ["fiw:F0001_MID1", "fiw:F0001_MID2", "fiw:F0002_MID1", "celeba:3"]
+    labels = np.array([0, 0, 1, 2, 3])
+    emb = np.eye(5, 8, dtype=np.float32)
+    emb[2] = emb[0]                               # MID2 looks exactly like MID1's first photo
+    faces = FaceSet(np.zeros((5, 1, 1, 3), np.uint8), labels, emb[:, :1], np.ones(5, bool), people, np.arange(5))
+    report = relatives_accepted(emb, faces, threshold=0.5)
+    assert report["pairs"] == 2 and report["accepted"] == 0.5   # (photo 0, photo 2) yes, (photo 1, photo 2) no

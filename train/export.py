@@ -105,24 +105,36 @@ def images_per_step(train_args: dict) -> int:
     return int(train_args.get("p", 32)) * int(train_args.get("k", 4))
 
 
-def earlier_runs(train_args: dict, card_path: Path) -> list[dict]:
+def exported_card(weights: Path) -> dict | None:
+    """The model card written with these exported weights, or None (a checkpoint, or a card for other weights)."""
+    card = weights.with_suffix(".json")
+    if not (weights.is_file() and card.is_file()):
+        return None
+    try:
+        previous = json.loads(card.read_text())
+    except (OSError, ValueError):
+        return None
+    return previous if previous.get("model_id") == weights_digest(weights) else None
+
+
+def earlier_runs(train_args: dict) -> list[dict]:
     """The runs this one continued from (`--init`), oldest first, so the card stays a complete recipe.
 
-    Read from the card that describes the init weights before this export overwrites it; a run started from
-    scratch has an empty lineage.
+    Exported weights are described by the card beside them (same stem, `.json`, its `model_id` the weights'
+    digest); it is read before this export may overwrite it. A run started from scratch has an empty lineage.
     """
     init = train_args.get("init")
     if not init:
         return []
-    if Path(init).resolve() == EMBEDDER_WEIGHTS.resolve() and card_path.exists():
-        previous = json.loads(card_path.read_text())
+    previous = exported_card(Path(init))
+    if previous is not None:
         keys = ("model_id", "train_command", "export_command", "steps", "images_seen")
         return [*previous.get("initialised_from", []), {k: previous.get(k) for k in keys}]
     saved = torch.load(init, weights_only=False, map_location="cpu") if Path(init).is_file() else {}
     if "args" not in saved:
         return [{"weights": str(init), "note": "not the shipped weights and not a training checkpoint"}]
     # A run continued from another run's checkpoint (never exported): that run's record, and its own lineage.
-    return [*earlier_runs(saved["args"], card_path),
+    return [*earlier_runs(saved["args"]),
             {"checkpoint": str(init), "train_command": training_command(saved["args"]), "steps": int(saved["step"]),
              "images_seen": int(saved["step"]) * images_per_step(saved["args"])}]
 
@@ -137,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(2)
 
     ckpt = torch.load(args.checkpoint, weights_only=False, map_location="cpu")
-    lineage = earlier_runs(ckpt.get("args", {}), args.card)
+    lineage = earlier_runs(ckpt.get("args", {}))
     _, val_set, _ = load_training_faces(args.cache, seed=0)
     model, which = shipped_model(ckpt, val_set)
     config = model.config
@@ -166,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
         "loss": train_args.get("loss", "triplet"),
         "mining": train_args.get("mining", "hard"),
         "margin": margin,
+        **({"relatives": f"{float(train_args['relatives']):.0%} of each batch's people drawn as whole FIW families"}
+           if train_args.get("relatives") else {}),
         "distillation": {
             "weight": train_args.get("distill", 0.0),
             "teacher": "dlib ResNet 128-d vectors (face_recognition_models, public domain) of our own training "

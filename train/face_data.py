@@ -78,19 +78,45 @@ def load_training_faces(cache: Path, val_fraction: float = 0.1, seed: int = 0) -
 
 
 class PKSampler:
-    """Yields batches of P people × K photos each (people with fewer photos are sampled with repetition)."""
+    """Yields batches of P people × K photos each (people with fewer photos are sampled with repetition).
 
-    def __init__(self, labels: np.ndarray, p: int, k: int, seed: int) -> None:
+    With `groups` (each person's family, from `family_groups`) and `relatives` > 0, about that share of the P
+    people come in whole families: batch-hard mining can only pick an impostor that is in the batch, and a random
+    batch almost never holds two relatives, while at a real door siblings and parents are the impostors that
+    look most alike (FIW's families are there for this)."""
+
+    def __init__(self, labels: np.ndarray, p: int, k: int, seed: int,
+                 groups: np.ndarray | None = None, relatives: float = 0.0) -> None:
         self.p, self.k = p, k
         self.rng = np.random.default_rng(seed)
         order = np.argsort(labels, kind="stable")
         bounds = np.flatnonzero(np.diff(labels[order])) + 1
         self.by_person = [g for g in np.split(order, bounds) if len(g) >= 2]
+        person_label = np.array([int(labels[g[0]]) for g in self.by_person])
+        self.families: list[np.ndarray] = []
+        if groups is not None and relatives > 0:
+            group_of = groups[person_label]
+            self.families = [np.flatnonzero(group_of == g) for g in np.unique(group_of)]
+            self.families = [f for f in self.families if len(f) >= 2]
+        self.relatives = relatives if self.families else 0.0
 
     def batch(self) -> np.ndarray:
-        people = self.rng.choice(len(self.by_person), size=self.p, replace=False)
+        chosen: list[int] = []
+        while len(chosen) < self.relatives * self.p:
+            family = self.families[self.rng.integers(len(self.families))]
+            members = [m for m in self.rng.permutation(family).tolist() if m not in chosen]
+            chosen += members[: self.p - len(chosen)]
+        rest = np.setdiff1d(np.arange(len(self.by_person)), chosen)
+        people = chosen + self.rng.choice(rest, size=self.p - len(chosen), replace=False).tolist()
         out = []
         for person in people:
             photos = self.by_person[person]
             out.append(self.rng.choice(photos, size=self.k, replace=len(photos) < self.k))
         return np.concatenate(out)
+
+
+def family_groups(faces: FaceSet) -> np.ndarray:
+    """Person index → family number: FIW people share their family's number, every CelebA person has their own."""
+    names = [_group_of(person) for person in faces.people]
+    index = {name: i for i, name in enumerate(sorted(set(names)))}
+    return np.array([index[name] for name in names], dtype=np.int64)

@@ -12,7 +12,8 @@ loss (`--loss contrastive`), plus an optional auxiliary distillation term pullin
 (centred, normalised) vector of the same photo (`--distill`, 0 disables it), and, with `--mixes`, towards dlib's
 vectors of blended faces of two training people (a bank made once by `train.teacher_mixes`). `--relational` adds
 the teacher's pairwise similarities as a target, `--memory` keeps recent embeddings as extra negatives for the
-triplet loss. `--erase` blanks a random rectangle of some photos; `--ema` keeps the weight average that is
+triplet loss, `--relatives` puts whole FIW families into batches (relatives as the hard
+negatives batch-hard mining needs). `--erase` blanks a random rectangle of some photos; `--ema` keeps the weight average that is
 validated and shipped. Checkpoints
 every few minutes; `--resume` continues a run, `--init` starts from existing weights (e.g. the shipped model).
 """
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from embedder.model import EmbedderConfig, EmbeddingNet, count_parameters, from_saved
 from train.augment import augment
 from train.evaluate import embed_array, verification_report
-from train.face_data import FaceSet, PKSampler, centre_teacher, load_training_faces
+from train.face_data import FaceSet, PKSampler, centre_teacher, family_groups, load_training_faces
 from train.schedule import learning_rate
 from train.losses import contrastive_loss, distillation_loss, relational_loss, triplet_loss
 from train.teacher_mixes import load_bank
@@ -45,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--p", type=int, default=32, help="people per batch")
     p.add_argument("--k", type=int, default=4, help="photos per person")
+    p.add_argument("--relatives", type=float, default=0.0,
+                   help="share of each batch's people drawn as whole FIW families (relatives as hard negatives)")
     p.add_argument("--loss", choices=["triplet", "contrastive"], default="triplet")
     p.add_argument("--mining", choices=["hard", "semihard"], default="hard")
     p.add_argument("--margin", type=float, default=0.3)
@@ -161,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"blends: {blend_total} from {args.mixes}", flush=True)
     model = EmbeddingNet(EmbedderConfig(input_size=args.input_size))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    sampler = PKSampler(train_set.labels, args.p, args.k, seed=args.seed)
+    sampler = PKSampler(train_set.labels, args.p, args.k, seed=args.seed, groups=family_groups(train_set),
+                        relatives=args.relatives)
     gen = torch.Generator().manual_seed(args.seed)
     step = 0
     ckpt: dict = {}
