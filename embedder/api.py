@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ EMBEDDER_CARD = WEIGHTS_DIR / "embedder.json"
 
 __all__ = [
     "Face", "PhotoError", "load_photo", "detect_faces", "face_locations", "face_landmarks", "aligned_faces",
-    "face_embeddings", "native_bf16", "model_card", "model_id",
+    "face_embeddings", "native_bf16", "use_bf16", "model_card", "model_id",
 ]
 
 _lock = threading.Lock()
@@ -72,10 +73,8 @@ def _embedder() -> "EmbeddingNet":
 
 @lru_cache(maxsize=1)
 def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16). There the embedder runs under bf16 autocast:
-    ~1.45× faster on one thread, and the vectors stay within 1e-4 cosine of float32 (held-out accuracy the same,
-    TAR at FAR 0.1 % within 0.2 points: benchmarks/fit_gap.py). Elsewhere bf16 would be emulated and slower, so
-    float32 it is."""
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16). Without it bf16 would be emulated and slow, so
+    float32 it is; with it, `use_bf16` still measures which is faster."""
     import torch
 
     try:
@@ -84,11 +83,44 @@ def native_bf16() -> bool:
         return False
 
 
+def bf16_is_faster(run: Callable[[bool], object], repeats: int = 3) -> bool:
+    """Whether `run(True)` (bf16) takes less time than `run(False)` (float32): best of `repeats` interleaved
+    timings each, after one warm-up call of each (oneDNN builds its kernels on first use)."""
+    best = {True: float("inf"), False: float("inf")}
+    for bf16 in (True, False):
+        run(bf16)
+    for _ in range(repeats):
+        for bf16 in (True, False):
+            start = time.perf_counter()
+            run(bf16)
+            best[bf16] = min(best[bf16], time.perf_counter() - start)
+    return best[True] < best[False]
+
+
+@lru_cache(maxsize=1)
+def use_bf16() -> bool:
+    """Whether the product embeds under bf16 autocast on this machine: only where the CPU has native bf16 *and*
+    bf16 measured faster than float32 here, timed once per process on one crop. The flag alone does not
+    decide: the same network with its mirror ran 1.45× faster under bf16 on an AMD EPYC with AVX512-BF16, but 1.6×
+    slower (26.9 vs 16.0 ms per face) on an Intel Xeon with the same flag and no AMX. The vectors hardly differ
+    (within 1e-4 cosine; held-out accuracy the same, TAR at FAR 0.1 % within 0.2 points: benchmarks/fit_gap.py),
+    so only speed is at stake."""
+    if not native_bf16():
+        return False
+    import torch
+
+    from embedder.model import embed
+
+    model, crop = _embedder(), torch.rand(1, 3, 112, 112)
+    with torch.inference_mode():
+        return bf16_is_faster(lambda bf16: embed(model, crop, bf16=bf16))
+
+
 def face_embeddings(crops: Sequence["Image.Image"], bf16: bool | None = None) -> np.ndarray:
     """Aligned crops → (n, dim) float32 unit vectors.
 
     Each vector is the normalised sum of the crop's and its mirror image's embeddings (`embedder.model.embed`).
-    `bf16` defaults to `native_bf16()` (benchmarks set it to compare both).
+    `bf16` defaults to `use_bf16()` (benchmarks set it to compare both).
     """
     import torch
 
@@ -101,7 +133,7 @@ def face_embeddings(crops: Sequence["Image.Image"], bf16: bool | None = None) ->
     # contiguous NCHW: the permuted HWC view would make the convolutions reorder their input on every call
     x = x.permute(0, 3, 1, 2).float().div_(255).contiguous()
     with torch.inference_mode():
-        return embed(model, x, bf16=native_bf16() if bf16 is None else bf16).numpy()
+        return embed(model, x, bf16=use_bf16() if bf16 is None else bf16).numpy()
 
 
 @lru_cache(maxsize=1)
