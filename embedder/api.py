@@ -102,7 +102,8 @@ def use_bf16() -> bool:
     """Whether the product embeds under bf16 autocast on this machine: only where the CPU has native bf16 *and*
     bf16 measured faster than float32 here, timed once per process on one crop. The flag alone does not
     decide: the same network with its mirror ran 1.45× faster under bf16 on an AMD EPYC with AVX512-BF16, but 1.6×
-    slower (26.9 vs 16.0 ms per face) on an Intel Xeon with the same flag and no AMX. The vectors hardly differ
+    slower (27.2 vs 16.7 ms per face, benchmarks/results/lfw_bf16_by_cpu_flag.json) on an Intel Xeon with the same
+    flag and no AMX. The vectors hardly differ
     (within 1e-4 cosine; held-out accuracy the same, TAR at FAR 0.1 % within 0.2 points: benchmarks/fit_gap.py),
     so only speed is at stake."""
     if not native_bf16():

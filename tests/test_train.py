@@ -122,6 +122,9 @@ def test_pk_sampler_puts_relatives_together_when_asked() -> None:
     mixed = with_a_relative(PKSampler(labels, p=8, k=2, seed=0, groups=groups, relatives=0.5))
     plain = with_a_relative(PKSampler(labels, p=8, k=2, seed=0, groups=groups))
     assert min(mixed) >= 4 and np.mean(mixed) > np.mean(plain) + 2
+    one_pair = np.concatenate([[0, 0], np.arange(1, 39)])                 # families too small to fill the share
+    batch = PKSampler(labels, p=8, k=2, seed=0, groups=one_pair, relatives=1.0).batch()
+    assert len(np.unique(labels[batch])) == 8 and {0, 1} <= set(labels[batch].tolist())
 
 
 def test_family_groups_join_fiw_relatives_only() -> None:

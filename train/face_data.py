@@ -98,11 +98,12 @@ class PKSampler:
             group_of = groups[person_label]
             self.families = [np.flatnonzero(group_of == g) for g in np.unique(group_of)]
             self.families = [f for f in self.families if len(f) >= 2]
-        self.relatives = relatives if self.families else 0.0
+        # never more than the families hold, or the loop below could not finish
+        self.in_families = min(relatives * p, sum(len(f) for f in self.families))
 
     def batch(self) -> np.ndarray:
         chosen: list[int] = []
-        while len(chosen) < self.relatives * self.p:
+        while len(chosen) < self.in_families:
             family = self.families[self.rng.integers(len(self.families))]
             members = [m for m in self.rng.permutation(family).tolist() if m not in chosen]
             chosen += members[: self.p - len(chosen)]
