@@ -43,16 +43,15 @@ def distillation_error(emb: np.ndarray, faces: FaceSet, idx: np.ndarray) -> floa
     return float(((emb[ok] - faces.teacher[idx][ok]) ** 2).sum(1).mean())
 
 
-def relatives_accepted(emb: np.ndarray, faces: FaceSet, threshold: float) -> dict[str, float]:
-    """Pairs of photos of two different people of one family (rows of `emb` follow `faces`), and the share of
-    them closer than `threshold` (a relative accepted as the other)."""
-    family = family_groups(faces)[faces.labels]
+def relatives_accepted(emb: np.ndarray, labels: np.ndarray, family: np.ndarray, threshold: float) -> dict:
+    """Pairs of photos of two different people of one family (`family`: person → family number, from
+    `family_groups`), and the share of them closer than `threshold` (a relative accepted as the other)."""
+    photo_family = family[labels]
     accepted, pairs = 0, 0
-    for f in np.unique(family):
-        rows = np.flatnonzero(family == f)
+    for f in np.unique(photo_family):
+        rows = np.flatnonzero(photo_family == f)
         d = np.sqrt(np.clip(2.0 - 2.0 * emb[rows] @ emb[rows].T, 0.0, None))
-        other = faces.labels[rows][:, None] != faces.labels[rows][None, :]
-        upper = np.triu(other, k=1)
+        upper = np.triu(labels[rows][:, None] != labels[rows][None, :], k=1)
         pairs += int(upper.sum())
         accepted += int((d[upper] < threshold).sum())
     return {"pairs": pairs, "threshold": threshold, "accepted": accepted / max(pairs, 1)}
@@ -94,12 +93,11 @@ def main(argv: list[str] | None = None) -> None:
         "held_out_people_bf16": verification_report(embed_array(model, val.images, bf16=True), val.labels),
         "dlib_teacher_on_held_out_people": verification_report(teacher, val.labels[val.has_teacher]),
     }
-    result["held_out_relatives"] = relatives_accepted(val_emb, val, result["held_out_people"]["threshold@far1e-3"])
-    with_teacher = np.flatnonzero(val.has_teacher)
-    dlib_faces = FaceSet(val.images[:0], val.labels[with_teacher], teacher, val.has_teacher[with_teacher],
-                         val.people, val.rows[with_teacher])
+    family = family_groups(val)
+    result["held_out_relatives"] = relatives_accepted(
+        val_emb, val.labels, family, result["held_out_people"]["threshold@far1e-3"])
     result["dlib_teacher_on_held_out_relatives"] = relatives_accepted(
-        teacher, dlib_faces, result["dlib_teacher_on_held_out_people"]["threshold@far1e-3"])
+        teacher, val.labels[val.has_teacher], family, result["dlib_teacher_on_held_out_people"]["threshold@far1e-3"])
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
     for key in ("training_people", "held_out_people", "held_out_people_no_flip", "held_out_people_bf16",
@@ -109,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{key}: accuracy {r['accuracy']:.2%}, TAR@FAR0.1% {r['tar@far1e-3']:.1%}{extra}")
     for key in ("held_out_relatives", "dlib_teacher_on_held_out_relatives"):
         r = result[key]
-        print(f"{key}: {r['accepted']:.1%} of {r['pairs']} pairs of relatives pass the FAR-0.1 % distance {r['threshold']:.3f}")
+        print(f"{key}: {r['accepted']:.1%} of {r['pairs']} pairs of relatives pass the FAR-0.1 % distance "
+              f"{r['threshold']:.3f}")
     print(f"wrote {a.out}")
 
 

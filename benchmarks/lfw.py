@@ -134,7 +134,7 @@ def report(name: str, emb: np.ndarray, pairs, same, fold, identities, paths, ms:
 
 def our_embeddings(lfw: Path, rows: list[dict], landmarks: str) -> tuple[np.ndarray, dict[str, float]]:
     """Our vectors for every LFW photo, and ms per face (embedding with flip, one thread) as the product runs it
-    (bf16 where the CPU has it natively and it is faster: `embedder.api.use_bf16`) and in float32, for CPUs without native bf16."""
+    (bf16 only where it is native and measured faster: `embedder.api.use_bf16`) and in float32."""
     import torch
     from PIL import Image
 

@@ -132,7 +132,7 @@ def earlier_runs(train_args: dict) -> list[dict]:
         return [*previous.get("initialised_from", []), {k: previous.get(k) for k in keys}]
     saved = torch.load(init, weights_only=False, map_location="cpu") if Path(init).is_file() else {}
     if "args" not in saved:
-        return [{"weights": str(init), "note": "not the shipped weights and not a training checkpoint"}]
+        return [{"weights": str(init), "note": "neither exported weights with their card nor a training checkpoint"}]
     # A run continued from another run's checkpoint (never exported): that run's record, and its own lineage.
     return [*earlier_runs(saved["args"]),
             {"checkpoint": str(init), "train_command": training_command(saved["args"]), "steps": int(saved["step"]),
