@@ -83,9 +83,13 @@ def native_bf16() -> bool:
         return False
 
 
-def bf16_is_faster(run: Callable[[bool], object], repeats: int = 3) -> bool:
-    """Whether `run(True)` (bf16) takes less time than `run(False)` (float32): best of `repeats` interleaved
-    timings each, after one warm-up call of each (oneDNN builds its kernels on first use)."""
+def bf16_is_faster(run: Callable[[bool], object], repeats: int = 5, margin: float = 0.85) -> bool:
+    """Whether `run(True)` (bf16) is clearly faster than `run(False)` (float32): best of `repeats` interleaved
+    timings each, after one warm-up call of each (oneDNN builds its kernels on first use), bf16 winning only when
+    it takes under `margin` of float32's time. Where bf16 pays it pays by far more (1.45x on the AMD VM), and on a
+    busy CPU a few timings of one crop are noisy: with a bare `<` and three timings, a second benchmark beside the LFW
+    benchmark made it pick bf16 on the Intel VM, at 47.3 ms per face against 33.3 in float32 (same run,
+    benchmarks/results/lfw_bf16_under_load.json)."""
     best = {True: float("inf"), False: float("inf")}
     for bf16 in (True, False):
         run(bf16)
@@ -94,7 +98,7 @@ def bf16_is_faster(run: Callable[[bool], object], repeats: int = 3) -> bool:
             start = time.perf_counter()
             run(bf16)
             best[bf16] = min(best[bf16], time.perf_counter() - start)
-    return best[True] < best[False]
+    return best[True] < margin * best[False]
 
 
 @lru_cache(maxsize=1)
