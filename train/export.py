@@ -100,6 +100,15 @@ def blend_count(saved: dict, folder: str) -> str:
         return "a bank of"
 
 
+def weights_note(which: str, soup: list[dict]) -> str:
+    """What the shipped weights are, for the card: a run's last weights or its average, or (from `train.soup`)
+    the mean of several runs' last weights or of their averages."""
+    if soup:
+        return {"last": f"the mean of {len(soup)} runs' last weights",
+                "average": f"the mean of {len(soup)} runs' weight averages"}[which]
+    return {"last": "the run's last weights", "average": "the run's weight average"}[which]
+
+
 def images_per_step(train_args: dict) -> int:
     """Real photos per training step: P people × K photos (blends not counted)."""
     return int(train_args.get("p", 32)) * int(train_args.get("k", 4))
@@ -167,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
 
     calibration = calibrate(model, val_set, margin)
     steps = int(ckpt["step"])
+    soup = ckpt.get("soup_of", [])
     card = {
         "name": "oneshot-embedder",
         "model_id": weights_digest(args.weights),
@@ -194,14 +204,15 @@ def main(argv: list[str] | None = None) -> None:
            if train_args.get("memory") else {}),
         "regularisation": {"erase": float(train_args.get("erase", 0.0)),
                            "weight_average_decay": float(train_args.get("ema", 0.0))},
-        "weights": {"last": "the run's last weights", "average": "the run's weight average"}[which]
-                   + " (the better of the two on the held-out people)" * ("ema" in ckpt),
+        "weights": weights_note(which, soup) + " (the better of the two on the held-out people)" * ("ema" in ckpt),
+        **({"weight_soup": {"runs": soup, "command": ckpt.get("soup_command", "python -m train.soup")}} if soup else {}),
         "data": "CelebA (2,970 people) + FIW (2,378 people), LFW-disjoint; aligned with the MTCNN teacher's "
                 "landmarks onto the 112x112 template; 10 % of people (by CelebA identity / FIW family) held out "
                 "for validation and calibration",
         "steps": steps,
-        "images_seen": steps * images_per_step(train_args),
-        "train_command": training_command(train_args),
+        "images_seen": sum(r["images_seen"] for r in soup) if soup else steps * images_per_step(train_args),
+        "train_command": "; ".join([*(r["train_command"] for r in soup), ckpt.get("soup_command", "")]) if soup
+                         else training_command(train_args),
         "initialised_from": lineage,
         "export_command": "python -m train.export " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "distance": "Euclidean between unit vectors (0..2); accept when distance < threshold",
