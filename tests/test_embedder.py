@@ -45,6 +45,21 @@ def test_mirror_image_gets_the_same_vector() -> None:
     assert np.allclose(a, b, atol=1e-4)
 
 
+def test_the_product_layout_gives_the_vectors_the_evaluation_measured() -> None:
+    """The product runs the network channels-last (faster on CPU); held-out and LFW numbers come from the plain
+    NCHW network of `train.evaluate`. Both must give the same vectors, or the benchmarks would not describe it."""
+    import torch
+
+    from embedder.model import from_saved
+    from train.evaluate import embed_array
+
+    crops = [synthetic_crop(6), synthetic_crop(7)]
+    product = api.face_embeddings(crops, bf16=False)
+    plain = from_saved(torch.load(api.EMBEDDER_WEIGHTS, weights_only=True)).eval()
+    measured = embed_array(plain, np.stack([np.asarray(c) for c in crops]))
+    assert np.allclose(product, measured, atol=1e-4)
+
+
 def test_bf16_and_float32_give_the_same_vectors() -> None:
     """Where the CPU has native bf16 the product embeds under bf16 autocast; that must not move the vectors
     enough to change a decision (thresholds sit ~0.5–1.0 apart in distance; this allows 0.01 of cosine)."""
