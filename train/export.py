@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     calibration = calibrate(model, val_set, margin)
     steps = int(ckpt["step"])
     soup = ckpt.get("soup_of", [])
+    soup_command = ckpt.get("soup_command", "python -m train.soup")
     card = {
         "name": "oneshot-embedder",
         "model_id": weights_digest(args.weights),
@@ -205,13 +206,13 @@ def main(argv: list[str] | None = None) -> None:
         "regularisation": {"erase": float(train_args.get("erase", 0.0)),
                            "weight_average_decay": float(train_args.get("ema", 0.0))},
         "weights": weights_note(which, soup) + " (the better of the two on the held-out people)" * ("ema" in ckpt),
-        **({"weight_soup": {"runs": soup, "command": ckpt.get("soup_command", "python -m train.soup")}} if soup else {}),
+        **({"weight_soup": {"runs": soup, "command": soup_command}} if soup else {}),
         "data": "CelebA (2,970 people) + FIW (2,378 people), LFW-disjoint; aligned with the MTCNN teacher's "
                 "landmarks onto the 112x112 template; 10 % of people (by CelebA identity / FIW family) held out "
                 "for validation and calibration",
         "steps": steps,
         "images_seen": sum(r["images_seen"] for r in soup) if soup else steps * images_per_step(train_args),
-        "train_command": "; ".join([*(r["train_command"] for r in soup), ckpt.get("soup_command", "")]) if soup
+        "train_command": "; ".join([*(r["train_command"] for r in soup), soup_command]) if soup
                          else training_command(train_args),
         "initialised_from": lineage,
         "export_command": "python -m train.export " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
