@@ -39,8 +39,8 @@ def per_comparison_far(n_people: int, fpir: float = DEFAULT_FPIR) -> float:
 def threshold_for_gallery(card: Mapping[str, Any], n_people: int, fpir: float = DEFAULT_FPIR) -> float:
     """The distance threshold for identifying against `n_people` enrolled people at false-identification `fpir`.
 
-    Read off the card's ROC (`roc.distance` ascending, `roc.far` non-decreasing): the largest distance whose
-    FAR ≤ the per-comparison target, interpolated linearly between ROC points. Below the ROC's first point the
+    Read off the card's ROC (`roc.distance` ascending, `roc.far_upper` — else `roc.far` — non-decreasing): the
+    largest distance whose FAR ≤ the per-comparison target, interpolated linearly between ROC points. Below the ROC's first point the
     curve is taken to start at (distance 0, FAR 0) — no stranger is at distance 0 — which keeps very large
     galleries (targets below the ROC's resolution) strict rather than failing. Capped at the card's `threshold`.
     An empty gallery is treated as N = 1.
@@ -48,7 +48,9 @@ def threshold_for_gallery(card: Mapping[str, Any], n_people: int, fpir: float = 
     default = float(card["threshold"])
     roc = card.get("roc") or {}
     distances = [float(d) for d in roc.get("distance", [])]
-    fars = [float(f) for f in roc.get("far", [])]
+    # the upper confidence bound of each FAR when the card has it (cards exported with it): at the few-in-a-million
+    # rates of large galleries the measured count is a handful of impostors, and the bound errs towards unknown
+    fars = [float(f) for f in roc.get("far_upper", roc.get("far", []))]
     if not distances or len(distances) != len(fars):
         return default
     target = per_comparison_far(n_people, fpir)

@@ -70,3 +70,12 @@ def test_decide() -> None:
     assert decide([M("alice", 0.41), M("bob", 0.6)], 0.83) == "alice"
     assert decide([M("alice", 0.83)], 0.83) is None                  # strictly below the threshold
     assert decide([M("bob", 0.95), M("alice", 0.5)], 0.83) == "alice"  # nearest wins whatever the order
+
+
+def test_upper_bound_of_the_far_makes_large_galleries_stricter_only() -> None:
+    # The same ROC with an upper confidence bound on each FAR: where the bound sits above the count (the thin tail),
+    # the threshold for a large gallery moves closer; small galleries, capped at the card's threshold, do not move.
+    bounded = {**CARD, "roc": {**CARD["roc"], "far_upper": [3e-6, 5e-6, 0.0003, 0.0012, 0.0105, 0.1]}}
+    assert threshold_for_gallery(bounded, 1) == threshold_for_gallery(CARD, 1) == 0.9
+    for n in (100, 1000, 10_000):
+        assert threshold_for_gallery(bounded, n) < threshold_for_gallery(CARD, n)
