@@ -68,4 +68,5 @@ def test_far_upper_bound_is_the_rule_of_three_at_zero_and_meets_the_count_when_m
     dist = np.concatenate([rng.normal(0.7, 0.1, 500), rng.normal(1.3, 0.1, 50_000)])
     curve = roc(dist, np.arange(len(dist)) < 500)
     assert all(u >= f for u, f in zip(curve["far_upper"], curve["far"]))
+    assert all((u == 0) == (f == 0) for u, f in zip(curve["far_upper"], curve["far"]))   # no impostor: no bound
     assert np.all(np.diff(curve["far_upper"]) >= 0)

@@ -71,7 +71,10 @@ def roc(dist: np.ndarray, same: np.ndarray, points: int = 400) -> dict[str, list
     far = passed / len(neg)
     tar = np.searchsorted(pos, grid, side="left") / max(len(pos), 1)
     return {"distance": grid.tolist(), "far": far.tolist(), "tar": tar.tolist(),
-            "far_upper": far_upper_bound(passed, len(neg)).tolist()}
+            # where no impostor got through, the bound (3/n) says nothing about *where* below the nearest
+            # impostor the rate reaches the target; the count (0) stands there, so galleries beyond the data's
+            # resolution extrapolate from the nearest impostor as before instead of refusing everyone
+            "far_upper": np.where(passed > 0, far_upper_bound(passed, len(neg)), 0.0).tolist()}
 
 
 def far_upper_bound(passed: np.ndarray, impostors: int, confidence: float = 0.95) -> np.ndarray:
