@@ -194,6 +194,18 @@ def test_tiny_training_run_resume_and_export(tmp_path: Path) -> None:
     saved = torch.load(weights, weights_only=True)
     assert all(v.dtype == torch.float16 for v in saved["model"].values() if v.is_floating_point())
 
+    # recalibration keeps the weights (and so enrolled vectors) and the card's recipe, and redoes the ROC
+    before = weights.read_bytes()
+    card_path.write_text(json.dumps({**card, "roc": {"distance": [1.0], "far": [0.5], "tar": [0.5]}}))
+    export.main(["--recalibrate", "--cache", str(cache), "--weights", str(weights), "--card", str(card_path)])
+    again = json.loads(card_path.read_text())
+    assert weights.read_bytes() == before and again["model_id"] == card["model_id"]
+    assert again["roc"] == card["roc"] and again["train_command"] == card["train_command"]
+    assert "--recalibrate" in again["recalibrate_command"]
+    with pytest.raises(SystemExit, match="model ids differ"):
+        card_path.write_text(json.dumps({**card, "model_id": "someone-else"}))
+        export.main(["--recalibrate", "--cache", str(cache), "--weights", str(weights), "--card", str(card_path)])
+
 
 def test_erase_blanks_one_flat_rectangle_per_chosen_photo() -> None:
     x = torch.rand(16, 3, 112, 112)
