@@ -38,7 +38,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "compare_heldout.json"
 
 
 def shown(path: Path) -> str:
-    return str(path.relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path)
+    full = path.resolve()
+    return str(full.relative_to(ROOT) if full.is_relative_to(ROOT) else path)
 
 
 def main(argv: list[str] | None = None) -> None:
