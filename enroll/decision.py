@@ -40,8 +40,8 @@ def threshold_for_gallery(card: Mapping[str, Any], n_people: int, fpir: float = 
     """The distance threshold for identifying against `n_people` enrolled people at false-identification `fpir`.
 
     Read off the card's ROC (`roc.distance` ascending, `roc.far_upper` — else `roc.far` — non-decreasing): the
-    largest distance whose FAR ≤ the per-comparison target, interpolated linearly between ROC points. Below the ROC's first point the
-    curve is taken to start at (distance 0, FAR 0) — no stranger is at distance 0 — which keeps very large
+    largest distance whose FAR ≤ the per-comparison target, interpolated linearly between ROC points. Below the
+    ROC's first point the curve is taken to start at (distance 0, FAR 0) — no stranger is at distance 0 — which keeps very large
     galleries (targets below the ROC's resolution) strict rather than failing. Capped at the card's `threshold`.
     An empty gallery is treated as N = 1.
     """

@@ -175,7 +175,7 @@ class PairTable:
 def paired_bootstrap(tables: dict[str, PairTable], baseline: str, draws: int = 300,
                      seed: int = 0) -> dict[str, dict]:
     """Each model's metrics, and for every other model its difference from `baseline` under a bootstrap over the
-    held-out groups (the same draws for all models, so shared luck cancels): mean, 90 % interval and the
+    held-out groups (the same draws for all models, so shared luck cancels): the difference, its 90 % interval and the
     probability that the model is better. Releases now differ by about one standard error on these people, so a
     single number no longer says which is better; the interval does."""
     rng = np.random.default_rng(seed)
