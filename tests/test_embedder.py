@@ -26,6 +26,8 @@ def test_shipped_weights_and_card_agree() -> None:
     assert 0 < card["threshold"] < 2
     far, tar = np.array(card["roc"]["far"]), np.array(card["roc"]["tar"])
     assert np.all(np.diff(card["roc"]["distance"]) > 0) and np.all(np.diff(far) >= 0) and np.all(np.diff(tar) >= 0)
+    upper = np.array(card["roc"]["far_upper"])                 # what identify reads for large galleries
+    assert upper.shape == far.shape and np.all(upper >= far) and np.all(np.diff(upper) >= 0)
     assert api.EMBEDDER_WEIGHTS.stat().st_size <= 30 * 2**20
 
 
