@@ -5,7 +5,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from train.evaluate import PairTable, all_pairs, best_accuracy, distance, paired_bootstrap, tar_at_far
+from train.evaluate import (PairTable, all_pairs, best_accuracy, distance, far_upper_bound, paired_bootstrap, roc,
+                            tar_at_far)
 
 
 def people(n_people: int, per: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -25,7 +26,7 @@ def test_unweighted_metrics_match_the_plain_evaluation() -> None:
     m = table.metrics()
     assert abs(m["tar@far1e-3"] - tar_at_far(dist, same, 1e-3)[0]) < 1e-9
     assert 0.5 < m["accuracy"] <= 1.0
-    # balanced accuracy over every pair is at least the plain accuracy's balanced-subset value's neighbourhood
+    # balanced over every pair, the accuracy is close to the plain evaluation's on a balanced subset of pairs
     pairs, s = all_pairs(labels, max_negatives=int(same.sum()))
     plain, _ = best_accuracy(distance(emb[pairs[:, 0]], emb[pairs[:, 1]]), s)
     assert abs(m["accuracy"] - plain) < 0.05
@@ -58,8 +59,6 @@ def test_bootstrap_tells_a_clearly_better_model_from_a_copy() -> None:
 
 
 def test_far_upper_bound_is_the_rule_of_three_at_zero_and_meets_the_count_when_many_pass() -> None:
-    from train.evaluate import far_upper_bound, roc
-
     bound = far_upper_bound(np.array([0, 12, 100_000]), 1_000_000)
     assert abs(bound[0] * 1e6 - 3.0) < 0.01                  # nothing passed: FAR < 3/n at 95 %
     assert 1.5 < bound[1] * 1e6 / 12 < 1.8                   # a dozen: the true rate may be 1.6x higher

@@ -147,18 +147,21 @@ def earlier_runs(train_args: dict) -> list[dict]:
              "images_seen": int(saved["step"]) * images_per_step(saved["args"])}]
 
 
+def this_command(argv: list[str] | None) -> str:
+    """How this export was invoked, for the card."""
+    return "python -m train.export " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+
+
 def recalibrate(weights: Path, card_path: Path, cache: Path, argv: list[str] | None) -> None:
     """Redo the calibration of exported weights in place: same weights, same model id, so galleries enrolled with
     them stay valid; only the threshold, ROC and validation metrics of the card are replaced."""
     card = json.loads(card_path.read_text())
     if card.get("model_id") != weights_digest(weights):
         raise SystemExit(f"error: {card_path} is not the card of {weights} (model ids differ)")
-    torch.set_num_threads(2)
     _, val_set, _ = load_training_faces(cache, seed=0)
     model = from_saved(torch.load(weights, map_location="cpu", weights_only=True)).eval()
     card.update(calibrate(model, val_set, float(card.get("margin", 0.3))))
-    card["recalibrate_command"] = "python -m train.export " + " ".join(
-        shlex.quote(a) for a in (argv or sys.argv[1:]))
+    card["recalibrate_command"] = this_command(argv)
     card_path.write_text(json.dumps(card, indent=1) + "\n")
     print(json.dumps({k: card[k] for k in ("model_id", "threshold", "threshold_from_margin", "threshold_tar")}))
 
@@ -174,10 +177,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", type=Path, default=EMBEDDER_WEIGHTS)
     parser.add_argument("--card", type=Path, default=EMBEDDER_CARD)
     args = parser.parse_args(argv)
+    torch.set_num_threads(2)
     if args.recalibrate:
         recalibrate(args.weights, args.card, args.cache, argv)
         return
-    torch.set_num_threads(2)
 
     ckpt = torch.load(args.checkpoint, weights_only=False, map_location="cpu")
     lineage = earlier_runs(ckpt.get("args", {}))
@@ -237,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         "train_command": "; ".join([*(r["train_command"] for r in soup), soup_command]) if soup
                          else training_command(train_args),
         "initialised_from": lineage,
-        "export_command": "python -m train.export " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "export_command": this_command(argv),
         "distance": "Euclidean between unit vectors (0..2); accept when distance < threshold",
         **calibration,
     }
