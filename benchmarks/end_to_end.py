@@ -40,6 +40,11 @@ def main() -> None:
         "strangers": len(strangers),
         "strangers_named": sum(r.name is not None for r in unknown),
         "threshold": second[0].largest.threshold if second and second[0].largest else None,
+        # what went wrong where: how far beyond τ a missed person was, and whether they were at least nearest
+        "missed": [{"person": p, "nearest": r.largest.nearest, "distance": round(r.largest.distance, 3)}
+                   for r, p in zip(second, enrolled) if r.name != p and r.largest],
+        "strangers_named_as": [{"stranger": p, "name": r.name, "distance": round(r.largest.distance, 3)}
+                               for r, p in zip(unknown, strangers) if r.name is not None and r.largest],
     }
     print(json.dumps(result, indent=1))
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
