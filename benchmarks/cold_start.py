@@ -23,12 +23,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def timed(cmd: list[str], env: dict[str, str], runs: int) -> float:
+def timed(cmd: list[str], env: dict[str, str], runs: int, ok_codes: tuple[int, ...]) -> float:
+    """Median wall time of `cmd`; a run that exits with another code stops the benchmark, because a broken
+    install (e.g. a console script pointing at a deleted checkout) fails in milliseconds and would pass for fast."""
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
         times.append(time.perf_counter() - start)
+        if done.returncode not in ok_codes:
+            last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+            sys.exit(f"{' '.join(cmd)} exited {done.returncode}: {last}")
     return statistics.median(times)
 
 
@@ -50,8 +55,8 @@ def main() -> None:
         env = {**os.environ, "ONESHOT_HOME": home}
         results = {
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "help_s": timed([exe, "--help"], env, args.runs),
-            "identify_s": timed([exe, "identify", str(photo)], env, args.runs),
+            "help_s": timed([exe, "--help"], env, args.runs, (0,)),
+            "identify_s": timed([exe, "identify", str(photo)], env, args.runs, (0, 1)),  # 1: unknown (empty gallery)
         }
     print(json.dumps(results, indent=1))
     out = ROOT / "benchmarks" / "results" / "cold_start.json"
