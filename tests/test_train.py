@@ -6,6 +6,7 @@ None of this needs the real datasets: the tiny run trains on a synthetic crop ca
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -276,9 +277,11 @@ def test_training_with_blends_erasing_and_weight_average_exports_the_better_cand
     train_embedder.main(["--out", str(run), "--cache", str(cache), "--p", "4", "--k", "2", "--eval-every", "2",
                          "--warmup", "1", "--threads", "1", "--input-size", "64", "--steps", "2",
                          "--mixes", str(bank), "--mix-batch", "3", "--erase", "0.5", "--ema", "0.5",
-                         "--relational", "1", "--memory", "16", "--relatives", "0.5"])
+                         "--relational", "1", "--memory", "16", "--relatives", "0.5", "--centres", "0.5"])
     ckpt = torch.load(run / "last.pt", weights_only=False)
     assert not torch.equal(ckpt["ema"]["head.3.weight"], ckpt["model"]["head.3.weight"])
+    assert int(ckpt["centres_seen"].sum()) >= 4 and torch.allclose(ckpt["centres"][ckpt["centres_seen"]].norm(dim=1),
+                                                                  torch.ones(int(ckpt["centres_seen"].sum())))
     # the bank grows after the run started (a teacher_mixes job beside it): the card reports what the run used
     save(bank / "mixes-1.npz", train_set.rows[:2].tolist(), train_set.rows[-2:].tolist(), [0.5] * 2,
          [np.random.default_rng(2).normal(size=(2, 128)).astype(np.float32)])
@@ -292,6 +295,7 @@ def test_training_with_blends_erasing_and_weight_average_exports_the_better_cand
     assert card["distillation"]["blends"].startswith("plus dlib's vectors of 4 blends")
     assert card["distillation"]["relational_weight"] == 1.0 and "16 most recent" in card["cross_batch_memory"]
     assert card["relatives"].startswith("50% of each batch's people")
+    assert card["centre_softmax"].startswith("weight 0.5")
     assert card["weights"].startswith({"average": "the run's weight average", "last": "the run's last"}[which])
     assert torch.equal(shipped, ckpt["ema" if which == "average" else "model"]["head.3.weight"].half())
 
@@ -357,3 +361,24 @@ def test_relatives_accepted_counts_only_pairs_of_different_people_of_one_family(
     emb[2] = emb[0]                               # person 1 looks exactly like person 0's first photo
     report = relatives_accepted(emb, labels, family, threshold=0.5)
     assert report["pairs"] == 2 and report["accepted"] == 0.5   # (photo 0, photo 2) yes, (photo 1, photo 2) no
+
+
+def test_centre_softmax_prefers_the_own_centre_and_ignores_unseen_people() -> None:
+    from train.losses import centre_softmax_loss, update_centres
+
+    centres = torch.zeros(3, 4)
+    seen = torch.zeros(3, dtype=torch.bool)
+    update_centres(centres, seen, torch.eye(4)[[0, 0, 1]], torch.tensor([0, 0, 1]))
+    assert seen.tolist() == [True, True, False]
+    assert torch.allclose(centres[0], torch.eye(4)[0]) and torch.allclose(centres[1], torch.eye(4)[1])
+    near = F.normalize(torch.tensor([[1.0, 0.2, 0, 0]]), dim=1)
+    far = F.normalize(torch.tensor([[0.2, 1.0, 0, 0]]), dim=1)
+    own = torch.tensor([0])
+    assert centre_softmax_loss(near, own, centres, seen, 24.0, 0.2) < centre_softmax_loss(far, own, centres, seen, 24.0, 0.2)
+    # a person without a centre is neither an anchor nor an impostor; the margin makes a tie cost more than ln 2
+    assert float(centre_softmax_loss(near, torch.tensor([2]), centres, seen, 24.0, 0.2)) == 0.0
+    tie = F.normalize(torch.tensor([[1.0, 1.0, 0, 0]]), dim=1)
+    assert float(centre_softmax_loss(tie, own, centres, seen, 24.0, 0.2)) > math.log(2)
+    # the running mean moves half way, and stays a unit vector
+    update_centres(centres, seen, torch.eye(4)[[1]], torch.tensor([0]))
+    assert torch.allclose(centres[0], F.normalize(torch.tensor([0.5, 0.5, 0, 0]), dim=0))

@@ -228,6 +228,9 @@ def main(argv: list[str] | None = None) -> None:
         },
         **({"cross_batch_memory": f"the {train_args['memory']} most recent embeddings as extra negatives"}
            if train_args.get("memory") else {}),
+        **({"centre_softmax": f"weight {float(train_args['centres'])}: an additive-margin softmax (scale 24, margin "
+                              f"0.2) of each photo against every training person's running-mean centre, beside "
+                              f"the triplet loss"} if train_args.get("centres") else {}),
         "regularisation": {"erase": float(train_args.get("erase", 0.0)),
                            "weight_average_decay": float(train_args.get("ema", 0.0))},
         "weights": weights_note(which, soup) + " (the better of the two on the held-out people)" * ("ema" in ckpt),

@@ -90,3 +90,40 @@ def relational_loss(emb: torch.Tensor, teacher: torch.Tensor, valid: torch.Tenso
     s, t = emb[valid], teacher[valid]
     off = ~torch.eye(len(s), dtype=torch.bool, device=emb.device)
     return (s @ s.t() - t @ t.t())[off].pow(2).mean()
+
+
+def centre_softmax_loss(emb: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor, seen: torch.Tensor,
+                        scale: float, margin: float) -> torch.Tensor:
+    """Additive-margin softmax (CosFace, Wang et al. 2018) of each embedding against a bank of every training
+    person's centre; the centres are running means, not learned weights (OIM, Xiao et al. 2017).
+
+    A P×K batch shows each anchor ~380 impostors, so the triplet loss never meets most of the 4,800 training
+    people; this term compares every photo with all of them at once, softly (the softmax spreads the push over
+    the nearest impostors instead of trusting the single hardest one, which a cross-batch memory of raw vectors
+    did and lost by). Running-mean centres need no warm-up when training continues from a good embedding, and
+    with ~5 photos per person a learned classifier would barely see each row. Centres are constants here: only
+    the embeddings get a gradient. People whose centre is not yet in the bank (`seen` False) are left out, as
+    anchors and as impostors.
+    """
+    known = seen[labels]
+    if not bool(known.any()):
+        return emb.sum() * 0.0
+    cos = emb[known] @ centres.t()
+    own = labels[known]
+    cos = cos.masked_fill(~seen[None, :], float("-inf"))
+    cos = cos.scatter_add(1, own[:, None], torch.full((len(own), 1), -margin, dtype=cos.dtype))
+    return F.cross_entropy(scale * cos, own)
+
+
+@torch.no_grad()
+def update_centres(centres: torch.Tensor, seen: torch.Tensor, emb: torch.Tensor, labels: torch.Tensor,
+                   momentum: float = 0.5) -> None:
+    """Each person in the batch: centre ← normalise(momentum·centre + (1 − momentum)·batch mean), or the batch
+    mean the first time they are seen."""
+    people, inverse = labels.unique(return_inverse=True)
+    sums = torch.zeros(len(people), emb.shape[1], dtype=emb.dtype).index_add_(0, inverse, emb.detach())
+    means = F.normalize(sums, dim=1)
+    old = centres[people]
+    mixed = torch.where(seen[people][:, None], momentum * old + (1 - momentum) * means, means)
+    centres[people] = F.normalize(mixed, dim=1)
+    seen[people] = True

@@ -12,7 +12,8 @@ loss (`--loss contrastive`), plus an optional auxiliary distillation term pullin
 (centred, normalised) vector of the same photo (`--distill`, 0 disables it), and, with `--mixes`, towards dlib's
 vectors of blended faces of two training people (a bank made once by `train.teacher_mixes`). `--relational` adds
 the teacher's pairwise similarities as a target, `--memory` keeps recent embeddings as extra negatives for the
-triplet loss, `--relatives` puts whole FIW families into batches (relatives as the hard
+triplet loss, `--centres` adds a margin softmax against every training person's running-mean centre (an auxiliary
+term beside the triplet loss), `--relatives` puts whole FIW families into batches (relatives as the hard
 negatives batch-hard mining needs). `--erase` blanks a random rectangle of some photos; `--ema` keeps the weight average that is
 validated and shipped. Checkpoints
 every few minutes; `--resume` continues a run, `--init` starts from existing weights (e.g. the shipped model).
@@ -35,8 +36,16 @@ from train.augment import augment
 from train.evaluate import embed_array, verification_report
 from train.face_data import FaceSet, PKSampler, centre_teacher, family_groups, load_training_faces
 from train.schedule import learning_rate
-from train.losses import contrastive_loss, distillation_loss, relational_loss, triplet_loss
+from train.losses import (centre_softmax_loss, contrastive_loss, distillation_loss, relational_loss, triplet_loss,
+                          update_centres)
 from train.teacher_mixes import load_bank
+
+
+# The centre softmax's scale and additive margin (CosFace's s and m). With ~4,800 people, a scale of 24 lets a
+# well-placed photo reach p ≈ 0.9 (s ≥ ln(C·9) ≈ 11 is the floor); m = 0.2 on the cosine is about the triplet
+# margin's 0.3 on the distance at the distances where genuine pairs sit (d ≈ 0.9, cos ≈ 0.6).
+CENTRE_SCALE = 24.0
+CENTRE_MARGIN = 0.2
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="weight of relational distillation: match the teacher's pairwise cosines in the batch")
     p.add_argument("--memory", type=int, default=0,
                    help="cross-batch memory: this many recent embeddings serve as extra negatives (0 = off)")
+    p.add_argument("--centres", type=float, default=0.0,
+                   help="weight of the auxiliary margin softmax (scale %g, margin %g) against every training "
+                        "person's running-mean centre (0 = off)" % (CENTRE_SCALE, CENTRE_MARGIN))
     p.add_argument("--mixes", type=Path, default=None,
                    help="bank of dlib vectors of blended training faces (train.teacher_mixes): each step adds "
                         "--mix-batch blends whose only loss is distillation")
@@ -83,9 +95,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def save(path: Path, model: EmbeddingNet, opt: torch.optim.Optimizer, step: int, args: argparse.Namespace,
          sampler: PKSampler, gen: torch.Generator, teacher_mean: np.ndarray, elapsed: float,
-         ema: EmbeddingNet | None, blends: int) -> None:
+         ema: EmbeddingNet | None, blends: int, centres: tuple[torch.Tensor, torch.Tensor] | None) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({
+        **({"centres": centres[0], "centres_seen": centres[1]} if centres is not None else {}),
         **({"ema": ema.state_dict()} if ema is not None else {}),
         "model": model.state_dict(), "config": model.config.to_dict(), "optimizer": opt.state_dict(),
         "step": step, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -196,6 +209,12 @@ def main(argv: list[str] | None = None) -> None:
 
     # Recent batches' embeddings and labels (detached), newest last; not checkpointed: it refills in a few steps.
     memory = (torch.empty(0, model.config.dim), torch.empty(0, dtype=torch.long))
+    # Every training person's running-mean centre (unit vectors) and whether it has been seen yet; checkpointed.
+    centres = None
+    if args.centres:
+        people = len(train_set.people)
+        centres = (ckpt["centres"], ckpt["centres_seen"]) if "centres" in ckpt else \
+            (torch.zeros(people, model.config.dim), torch.zeros(people, dtype=torch.bool))
     log = open(args.out / "log.jsonl", "a")
     last_save = time.time()
     window: list[dict[str, float]] = []
@@ -233,19 +252,24 @@ def main(argv: list[str] | None = None) -> None:
                       torch.cat([memory[1], labels])[-args.memory:])
         distill = distillation_loss(emb, teacher, has_teacher)
         relational = relational_loss(emb, teacher, has_teacher) if args.relational else torch.zeros(())
-        loss = metric + args.distill * distill + args.relational * relational
+        centre = torch.zeros(())
+        if centres is not None:
+            centre = centre_softmax_loss(real, labels, *centres, CENTRE_SCALE, CENTRE_MARGIN)
+        loss = metric + args.distill * distill + args.relational * relational + args.centres * centre
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if centres is not None:  # after backward: the loss's graph holds the centres it compared against
+            update_centres(*centres, real, labels)
         if ema is not None:
             update_ema(ema, model, args.ema)
         step += 1
         finished = step >= args.steps or (args.minutes > 0 and elapsed >= args.minutes * 60)
-        loss, metric, distill, relational = loss.detach(), metric.detach(), distill.detach(), relational.detach()
+        loss, metric, distill, relational, centre = (t.detach() for t in (loss, metric, distill, relational, centre))
         with torch.no_grad():
             spread = float(torch.pdist(real[:: args.k]).mean())  # collapse guard: → 0 if everything collapses
         window.append({"loss": float(loss), "metric": float(metric), "distill": float(distill),
-                       "relational": float(relational), "spread": spread})
+                       "relational": float(relational), "centre": float(centre), "spread": spread})
         if step % 25 == 0:
             mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
             rate = 25 * len(idx) / (time.time() - t0)
@@ -262,7 +286,8 @@ def main(argv: list[str] | None = None) -> None:
             log.write(json.dumps({"step": step, "val": report}) + "\n")
             log.flush()
         if time.time() - last_save > args.checkpoint_minutes * 60 or finished:
-            save(args.out / "last.pt", model, opt, step, args, sampler, gen, teacher_mean, elapsed, ema, blend_total)
+            save(args.out / "last.pt", model, opt, step, args, sampler, gen, teacher_mean, elapsed, ema, blend_total,
+                 centres)
             last_save = time.time()
     print("done", flush=True)
 
