@@ -61,11 +61,6 @@ def lfw_gallery(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
     return home, people, enrolled, strangers
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue #5: the shipped embedder names 17 of 20 (the other 3 unknown, two of them nearest but beyond "
-           "tau(20)) at the FPIR-1 % threshold; this bar needs the >= 96 % model of #5 (see README, Benchmarks)",
-)
 def test_one_shot_identification_accuracy(lfw_gallery) -> None:
     """The issue's bar: ≥ 18 of 20 second photos named correctly, ≤ 1 of 20 strangers named at all."""
     home, people, enrolled, strangers = lfw_gallery
