@@ -210,6 +210,8 @@ def model(as_json: bool = JsonOption) -> None:
         print(f"model      {info.model_id}  ({info.dim}-d vectors, {info.input_size}px crops)")
         print(_wrapped("data       ", info.data))
         print(f"training   {info.steps} steps, {info.loss} loss, margin {info.margin}")
+        for term in info.auxiliary:
+            print(f"           plus {term}")
         at_far = f" at false accept rate {info.threshold_far:g}" if info.threshold_far is not None else ""
         print(f"threshold  {info.threshold:.3f}  (one comparison{at_far}; used by verify)")
         if info.metrics:

@@ -212,6 +212,19 @@ class Person:
                 "updated_at": self.updated_at, "other_model_faces": self.other_model_faces}
 
 
+def auxiliary_terms(card: dict[str, Any]) -> list[str]:
+    """The card's training terms beside the triplet loss, one short phrase each: a user reading `oneshot model`
+    should see that the network also learnt from dlib's vectors, not only from the triplet loss."""
+    terms = []
+    weight = (card.get("distillation") or {}).get("weight") or 0
+    if weight:
+        terms.append(f"distillation towards dlib's vectors (weight {weight:g})")
+    centre = card.get("centre_softmax")
+    if centre:
+        terms.append(f"margin softmax against every training person's centre ({centre.split(':')[0]})")
+    return terms
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """The model card summary shown by `oneshot model`, plus the identification threshold τ(N) for gallery sizes."""
@@ -230,13 +243,14 @@ class ModelInfo:
     thresholds: list[tuple[int, float]]
     home: str
     people: int | None
+    auxiliary: list[str]
 
     def to_json(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "dim": self.dim, "input_size": self.input_size, "loss": self.loss,
                 "margin": self.margin, "threshold": self.threshold, "threshold_far": self.threshold_far, "data": self.data, "steps": self.steps,
                 "metrics": self.metrics, "fpir": self.fpir,
                 "thresholds": [{"people": n, "threshold": round(t, 4)} for n, t in self.thresholds],
-                "home": self.home, "people": self.people}
+                "home": self.home, "people": self.people, "auxiliary": self.auxiliary}
 
 
 class OneShot:
@@ -413,7 +427,7 @@ class OneShot:
             metrics={**(card.get("validation") or {}), **(card.get("metrics") or {})},
             threshold_far=card.get("threshold_far"),
             fpir=self.fpir, thresholds=[(n, threshold_for_gallery(card, n, self.fpir)) for n in TABLE_SIZES],
-            home=str(self.home), people=people,
+            home=str(self.home), people=people, auxiliary=auxiliary_terms(card),
         )
 
     def threshold(self) -> float:

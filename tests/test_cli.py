@@ -41,6 +41,7 @@ FAKE_CARD: dict[str, Any] = {
     "threshold": 0.9, "data": "synthetic squares", "steps": 0, "metrics": {"lfw_accuracy": 0.5},
     "roc": {"distance": [0.2, 0.5, 0.8, 1.0, 1.2], "far": [0.0, 0.0, 0.001, 0.01, 0.1],
             "tar": [0.2, 0.7, 0.9, 0.95, 0.99]},
+    "distillation": {"weight": 0.25}, "centre_softmax": "weight 0.5: an additive-margin softmax",
 }
 ALICE, BOB, CAROL, DAVE, ERIN = (200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200)
 
@@ -265,7 +266,8 @@ def test_the_tour(fake: FakeEngine, home: Path, photos: Path) -> None:
 def test_model_command(fake: FakeEngine, home: Path) -> None:
     code, out, _ = run("model")
     assert code == 0
-    for field in ("fake-model-0001", "triplet", "margin 0.3", "threshold", "lfw_accuracy", "τ(N)", "N =  10,000"):
+    for field in ("fake-model-0001", "triplet", "margin 0.3", "threshold", "lfw_accuracy", "τ(N)", "N =  10,000",
+                  "plus distillation towards dlib's vectors (weight 0.25)", "centre (weight 0.5)"):
         assert field in out, field
     code, out, _ = run("model", "--json")
     info = jsonl(out)[0]
@@ -595,6 +597,7 @@ def test_subprocess_model(tmp_path: Path) -> None:
     assert "threshold" in out and "τ(N)" in out
     info = jsonl(sh(tmp_path / "home", "model", "--json")[1])[0]
     assert 0 < info["threshold"] < 2
+    assert all(f"plus {term}" in out for term in info["auxiliary"])
 
 
 # -- a real tour on LFW photos ------------------------------------------------------------------------------------
