@@ -26,6 +26,7 @@ from embedder.api import EMBEDDER_CARD, EMBEDDER_WEIGHTS, weights_digest
 from embedder.model import EmbeddingNet, count_parameters, from_saved
 from train.evaluate import embed_array, every_pair, roc, tar_at_far, verification_report
 from train.face_data import FaceSet, load_training_faces
+from train.losses import CENTRE_MARGIN, CENTRE_SCALE
 from train.teacher_mixes import load_bank
 
 DEFAULT_FAR = 1e-3
@@ -228,8 +229,8 @@ def main(argv: list[str] | None = None) -> None:
         },
         **({"cross_batch_memory": f"the {train_args['memory']} most recent embeddings as extra negatives"}
            if train_args.get("memory") else {}),
-        **({"centre_softmax": f"weight {float(train_args['centres'])}: an additive-margin softmax (scale 24, margin "
-                              f"0.2) of each photo against every training person's running-mean centre, beside "
+        **({"centre_softmax": f"weight {float(train_args['centres'])}: an additive-margin softmax (scale "
+                              f"{CENTRE_SCALE:g}, margin {CENTRE_MARGIN:g}) of each photo against every training person's running-mean centre, beside "
                               f"the triplet loss"} if train_args.get("centres") else {}),
         "regularisation": {"erase": float(train_args.get("erase", 0.0)),
                            "weight_average_decay": float(train_args.get("ema", 0.0))},

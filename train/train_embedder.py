@@ -36,16 +36,9 @@ from train.augment import augment
 from train.evaluate import embed_array, verification_report
 from train.face_data import FaceSet, PKSampler, centre_teacher, family_groups, load_training_faces
 from train.schedule import learning_rate
-from train.losses import (centre_softmax_loss, contrastive_loss, distillation_loss, relational_loss, triplet_loss,
-                          update_centres)
+from train.losses import (CENTRE_MARGIN, CENTRE_SCALE, centre_softmax_loss, contrastive_loss, distillation_loss,
+                          relational_loss, triplet_loss, update_centres)
 from train.teacher_mixes import load_bank
-
-
-# The centre softmax's scale and additive margin (CosFace's s and m). With ~4,800 people, a scale of 24 lets a
-# well-placed photo reach p ≈ 0.9 (s ≥ ln(C·9) ≈ 11 is the floor); m = 0.2 on the cosine is about the triplet
-# margin's 0.3 on the distance at the distances where genuine pairs sit (d ≈ 0.9, cos ≈ 0.6).
-CENTRE_SCALE = 24.0
-CENTRE_MARGIN = 0.2
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,10 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def save(path: Path, model: EmbeddingNet, opt: torch.optim.Optimizer, step: int, args: argparse.Namespace,
          sampler: PKSampler, gen: torch.Generator, teacher_mean: np.ndarray, elapsed: float,
-         ema: EmbeddingNet | None, blends: int, centres: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+         ema: EmbeddingNet | None, blends: int, centres: torch.Tensor | None) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({
-        **({"centres": centres[0], "centres_seen": centres[1]} if centres is not None else {}),
+        **({"centres": centres} if centres is not None else {}),
         **({"ema": ema.state_dict()} if ema is not None else {}),
         "model": model.state_dict(), "config": model.config.to_dict(), "optimizer": opt.state_dict(),
         "step": step, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -209,12 +202,10 @@ def main(argv: list[str] | None = None) -> None:
 
     # Recent batches' embeddings and labels (detached), newest last; not checkpointed: it refills in a few steps.
     memory = (torch.empty(0, model.config.dim), torch.empty(0, dtype=torch.long))
-    # Every training person's running-mean centre (unit vectors) and whether it has been seen yet; checkpointed.
+    # Every training person's running-mean centre (a unit vector; zeros until first seen); checkpointed.
     centres = None
     if args.centres:
-        people = len(train_set.people)
-        centres = (ckpt["centres"], ckpt["centres_seen"]) if "centres" in ckpt else \
-            (torch.zeros(people, model.config.dim), torch.zeros(people, dtype=torch.bool))
+        centres = ckpt.get("centres", torch.zeros(len(train_set.people), model.config.dim))
     log = open(args.out / "log.jsonl", "a")
     last_save = time.time()
     window: list[dict[str, float]] = []
@@ -254,13 +245,13 @@ def main(argv: list[str] | None = None) -> None:
         relational = relational_loss(emb, teacher, has_teacher) if args.relational else torch.zeros(())
         centre = torch.zeros(())
         if centres is not None:
-            centre = centre_softmax_loss(real, labels, *centres, CENTRE_SCALE, CENTRE_MARGIN)
+            centre = centre_softmax_loss(real, labels, centres)
         loss = metric + args.distill * distill + args.relational * relational + args.centres * centre
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if centres is not None:  # after backward: the loss's graph holds the centres it compared against
-            update_centres(*centres, real, labels)
+            update_centres(centres, real, labels)
         if ema is not None:
             update_ema(ema, model, args.ema)
         step += 1
