@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
                        "relational": float(relational), "centre": float(centre), "spread": spread})
         if step % 25 == 0:
             mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-            rate = 25 * len(idx) / (time.time() - t0)
+            rate = len(window) * len(idx) / (time.time() - t0)  # the window is shorter right after --resume
             t0 = time.time()
             window.clear()
             record = {"step": step, "lr": learning_rate(step, args, elapsed), "img_per_s": rate,
