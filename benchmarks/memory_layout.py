@@ -1,6 +1,7 @@
 """The shipped embedder in the two memory layouts, side by side in one process, on one thread.
 
     python benchmarks/memory_layout.py      # → benchmarks/results/memory_layout.json
+    python benchmarks/memory_layout.py --out benchmarks/results/memory_layout_amd_avx2.json   # another machine
 
 Why: the product keeps the network's weights channels-last (NHWC), the layout the photo's pixels arrive in. This
 checks that it is faster than plain NCHW here and gives the same vectors. Each timing embeds one aligned 112 px
@@ -9,6 +10,7 @@ other processes hits both alike; min and median over the rounds.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import platform
@@ -30,7 +32,21 @@ from embedder.model import embed, from_saved  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "memory_layout.json"
 
 
+def cpu_name() -> str:
+    """The CPU's model name: timings from different VMs of the same kind differ by 2x (AVX2 vs AVX-512)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
     torch.set_num_threads(1)
     saved = torch.load(EMBEDDER_WEIGHTS, map_location="cpu", weights_only=True)
     nchw = fuse_batchnorms(from_saved(saved).eval())
@@ -52,12 +68,13 @@ def main() -> None:
                 for _ in range(10):
                     run()
                 times[name].append((time.perf_counter() - start) / 10 * 1000)
-    result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} thread", "max_abs_difference": gap,
+    result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} thread", "cpu": cpu_name(),
+              "max_abs_difference": gap,
               **{f"{name}_ms": {"min": round(min(t), 2), "median": round(statistics.median(t), 2)}
                  for name, t in times.items()}}
     result["speedup_median"] = round(result["nchw_ms"]["median"] / result["channels_last_ms"]["median"], 3)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 
 
