@@ -16,8 +16,8 @@ people). Reported, for each model:
 Our model sees LFW through the product's alignment (the 5 landmarks onto the 112×112 template) using the MTCNN
 teacher's landmarks from `lfw/landmarks.csv` (`--landmarks teacher`, default) or our own detector
 (`--landmarks detector`). dlib uses its own HOG detector and 5-point aligner (falling back to the teacher's box
-when HOG finds nothing), as face_recognition does. dlib's vectors are cached in `cache/` because they take ~40 CPU-min (spread over all cores);
-`--fresh` recomputes them.
+when HOG finds nothing), as face_recognition does. dlib's vectors are cached in `cache/` because they take
+~40 CPU-minutes (spread over all cores); `--fresh` recomputes them.
 """
 from __future__ import annotations
 
@@ -175,15 +175,20 @@ _worker_encoder = None
 def _dlib_vector(lfw: Path, row: dict) -> np.ndarray:
     """One LFW photo through dlib, in a worker process that keeps its own encoder (dlib objects do not pickle)."""
     global _worker_encoder
-    from PIL import Image
-
     from benchmarks.dlib_baseline import DlibEncoder
 
     if _worker_encoder is None:
         _worker_encoder = DlibEncoder()
+    return _worker_encoder.encode(*_dlib_input(_worker_encoder, lfw, row))
+
+
+def _dlib_input(enc, lfw: Path, row: dict) -> tuple[np.ndarray, object]:
+    """A photo's pixels and the face dlib will describe (its own detection, else the teacher's box)."""
+    from PIL import Image
+
     rgb = np.asarray(Image.open(lfw / row["path"]).convert("RGB"))
     box = tuple(float(row[c]) for c in ("x1", "y1", "x2", "y2"))
-    return _worker_encoder.encode(rgb, _worker_encoder.locate(rgb, box))
+    return rgb, enc.locate(rgb, box)
 
 
 def _dlib_vectors_in_parallel(lfw: Path, rows: list[dict]) -> np.ndarray:
@@ -199,25 +204,17 @@ def _dlib_vectors_in_parallel(lfw: Path, rows: list[dict]) -> np.ndarray:
 
 def dlib_embeddings(lfw: Path, rows: list[dict], fresh: bool) -> tuple[np.ndarray, float]:
     """dlib's vectors for every LFW photo (cached), and ms per face for the descriptor on one thread."""
-    from PIL import Image
-
     from benchmarks.dlib_baseline import DlibEncoder
 
     cache = ROOT / "cache" / "dlib_lfw.npy"
     enc = DlibEncoder()
-
-    def load(row: dict) -> tuple[np.ndarray, object]:
-        rgb = np.asarray(Image.open(lfw / row["path"]).convert("RGB"))
-        box = tuple(float(row[c]) for c in ("x1", "y1", "x2", "y2"))
-        return rgb, enc.locate(rgb, box)
-
     if cache.exists() and not fresh:
         emb = np.load(cache)
     else:
         emb = _dlib_vectors_in_parallel(lfw, rows)
         cache.parent.mkdir(exist_ok=True)
         np.save(cache, emb)
-    samples = [load(row) for row in rows[:100]]
+    samples = [_dlib_input(enc, lfw, row) for row in rows[:100]]
     t = time.perf_counter()
     for rgb, rect in samples:
         enc.encode(rgb, rect)
