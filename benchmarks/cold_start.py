@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.machine import cpu_name  # noqa: E402
 
 
 def timed(cmd: list[str], env: dict[str, str], runs: int, ok_codes: tuple[int, ...]) -> float:
@@ -54,7 +54,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "ONESHOT_HOME": home}
         results = {
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "machine": f"{cpu_name()}, {os.cpu_count()} cores",
             "help_s": timed([exe, "--help"], env, args.runs, (0,)),
             "identify_s": timed([exe, "identify", str(photo)], env, args.runs, (0, 1)),  # 1: unknown (empty gallery)
         }

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
+from benchmarks.machine import cpu_name  # noqa: E402
 from embedder.api import EMBEDDER_WEIGHTS  # noqa: E402
 from train.evaluate import PairTable, embed_array, paired_bootstrap  # noqa: E402
 from train.export import shipped_model  # noqa: E402
@@ -69,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in result:
         result[name]["weights"] = chosen[name]
     report = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": a.threads},
+        "machine": {"cpu": cpu_name(), "threads": a.threads},
         "people": len(val.people), "photos": len(val.labels), "resampled_groups": int(groups.max()) + 1,
         "draws": a.draws, "baseline": baseline, "models": result,
     }

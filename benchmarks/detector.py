@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.machine import cpu_name
 from embedder.detector import FAST_INFERENCE, _load, detector_settings, run_detector
 from embedder.types import Face
 from train.data_paths import data_root
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     model, settings = _load()
     card = json.loads((Path(__file__).resolve().parent.parent / "embedder" / "weights" / "detector.json").read_text())
     result: dict[str, Any] = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": a.threads,
+        "machine": {"cpu": cpu_name(), "threads": a.threads,
                     "torch": torch.__version__, "python": platform.python_version()},
         "detector": {"params": card.get("params"), "steps": card.get("steps"), **detector_settings()},
     }

@@ -8,13 +8,13 @@ named correctly, named wrongly or come out unknown, and how many strangers are n
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.machine import cpu_name  # noqa: E402
 
 from embedder.api import model_id  # noqa: E402
 from enroll.service import OneShot  # noqa: E402
@@ -31,7 +31,7 @@ def main() -> None:
         second = oneshot.identify([people[p][1] for p in enrolled])
         unknown = oneshot.identify([people[p][0] for p in strangers])
     result = {
-        "machine": platform.machine(),
+        "machine": cpu_name(),
         "model_id": model_id(),
         "enrolled": len(enrolled),
         "named_correctly": sum(r.name == p for r, p in zip(second, enrolled)),

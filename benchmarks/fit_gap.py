@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
+from benchmarks.machine import cpu_name  # noqa: E402
 from embedder.api import EMBEDDER_WEIGHTS  # noqa: E402
 from train.evaluate import embed_array, verification_report  # noqa: E402
 from train.export import shipped_model  # noqa: E402
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     val_plain = embed_array(model, val.images, flip=False)
     val_emb = embed_array(model, val.images)
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": a.threads},
+        "machine": {"cpu": cpu_name(), "threads": a.threads},
         "weights": str(a.weights.relative_to(ROOT) if a.weights.is_relative_to(ROOT) else a.weights),
         "training_people": {
             "people": len(people), "photos": len(train_idx),

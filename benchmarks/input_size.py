@@ -10,7 +10,6 @@ alternate in rounds so that load from other processes hits them alike; min and m
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import sys
 import time
@@ -21,7 +20,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
+from benchmarks.machine import cpu_name  # noqa: E402
 from embedder.fuse import fuse_batchnorms  # noqa: E402
 from embedder.model import EmbedderConfig, EmbeddingNet, embed  # noqa: E402
 
@@ -48,7 +47,7 @@ def main() -> None:
                 for _ in range(10):
                     embed(net, crop, mirror=mirror)
                 times[name].append((time.perf_counter() - start) / 10 * 1000)
-    result = {"machine": f"{platform.processor() or platform.machine()}, 1 thread",
+    result = {"machine": f"{cpu_name()}, 1 thread",
               **{f"{name}_ms": {"min": round(min(t), 2), "median": round(statistics.median(t), 2)}
                  for name, t in times.items()}}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import cpu_name  # noqa: E402
 from train.data_paths import data_root  # noqa: E402
 
 
@@ -247,7 +247,7 @@ def main() -> None:
     from enroll.decision import threshold_for_gallery
 
     card = api.model_card()
-    results = {"machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
+    results = {"machine": f"{cpu_name()}, {__import__('os').cpu_count()} cores",
                "landmarks": args.landmarks, "models": []}
     emb, ms = our_embeddings(lfw, rows, args.landmarks)
     fixed = threshold_for_gallery(card, 1680)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import sys
 import time
@@ -25,22 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import cpu_name  # noqa: E402
 from embedder.api import EMBEDDER_WEIGHTS  # noqa: E402
 from embedder.fuse import fuse_batchnorms  # noqa: E402
 from embedder.model import embed, from_saved  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "memory_layout.json"
-
-
-def cpu_name() -> str:
-    """The CPU's model name: timings from different VMs of the same kind differ by 2x (AVX2 vs AVX-512)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -68,8 +57,7 @@ def main() -> None:
                 for _ in range(10):
                     run()
                 times[name].append((time.perf_counter() - start) / 10 * 1000)
-    result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} thread", "cpu": cpu_name(),
-              "max_abs_difference": gap,
+    result = {"machine": f"{cpu_name()}, {torch.get_num_threads()} thread", "max_abs_difference": gap,
               **{f"{name}_ms": {"min": round(min(t), 2), "median": round(statistics.median(t), 2)}
                  for name, t in times.items()}}
     result["speedup_median"] = round(result["nchw_ms"]["median"] / result["channels_last_ms"]["median"], 3)

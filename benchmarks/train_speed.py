@@ -8,7 +8,6 @@ its input size (the data pipeline is not included). Reports images per second fo
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.machine import cpu_name  # noqa: E402
 
 from embedder.model import EmbedderConfig, EmbeddingNet  # noqa: E402
 
@@ -47,7 +47,7 @@ def images_per_second(threads: int, precision: str, size: int = 64, batch: int =
 
 
 def main() -> None:
-    results: dict = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads available",
+    results: dict = {"machine": f"{cpu_name()}, {torch.get_num_threads()} threads available",
                      "torch": torch.__version__, "input_size": 64, "batch": 128, "runs": []}
     for threads in (1, 2):
         fp32 = images_per_second(threads, "fp32")

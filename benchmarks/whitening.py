@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import cpu_name  # noqa: E402
 from embedder.api import EMBEDDER_WEIGHTS  # noqa: E402
 from train.evaluate import embed_array, every_pair, tar_at_far  # noqa: E402
 from train.export import shipped_model  # noqa: E402
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     for keep in (64, 96):
         results[f"LDA, {keep} dimensions"] = scores((held_out - mean) @ whiten @ directions[:, -keep:], val.labels)
 
-    report = {"machine": platform.processor() or platform.machine(), "weights": str(a.weights), "which": which,
+    report = {"machine": cpu_name(), "weights": str(a.weights), "which": which,
               "fitted_on": {"photos": a.photos, "people": int(len(np.unique(labels)))},
               "held_out": {"people": len(val.people), "photos": int(len(val.labels))}, "results": results}
     a.out.parent.mkdir(parents=True, exist_ok=True)
