@@ -133,8 +133,8 @@ def report(name: str, emb: np.ndarray, pairs, same, fold, identities, paths, ms:
 
 
 def our_embeddings(lfw: Path, rows: list[dict], landmarks: str) -> tuple[np.ndarray, dict[str, float]]:
-    """Our vectors for every LFW photo, and ms per face (embedding with flip, one thread) as the product runs it
-    (bf16 only where it is native and measured faster: `embedder.api.use_bf16`) and in float32."""
+    """Our vectors for every LFW photo as the product computes them (`embedder.api.product_precision`: int8 where
+    torch has the x86 kernels), and ms per face (embedding with flip, one thread) that way and in float32."""
     import torch
     from PIL import Image
 
@@ -160,12 +160,12 @@ def our_embeddings(lfw: Path, rows: list[dict], landmarks: str) -> tuple[np.ndar
     emb = np.concatenate([api.face_embeddings(crops[i:i + 256]) for i in range(0, len(crops), 256)])
     torch.set_num_threads(1)
     ms = {}
-    for precision, bf16 in (("product", None), ("fp32", False)):
-        api.face_embeddings(crops[:4], bf16=bf16)
+    for name, precision in (("product", None), ("fp32", "float32")):
+        api.face_embeddings(crops[:4], precision=precision)
         t = time.perf_counter()
         for c in crops[:200]:
-            api.face_embeddings([c], bf16=bf16)
-        ms[precision] = (time.perf_counter() - t) / 200 * 1000
+            api.face_embeddings([c], precision=precision)
+        ms[name] = (time.perf_counter() - t) / 200 * 1000
     return emb, ms
 
 
@@ -252,7 +252,7 @@ def main() -> None:
     emb, ms = our_embeddings(lfw, rows, args.landmarks)
     fixed = threshold_for_gallery(card, 1680)
     ours = report(f"oneshot {card['model_id']}", emb, pairs, same, fold, identities, paths, ms["product"], fixed)
-    results["models"].append({**ours, "bf16": api.use_bf16(), "ms_per_face_1thread_fp32": ms["fp32"]})
+    results["models"].append({**ours, "precision": api.product_precision(), "ms_per_face_1thread_fp32": ms["fp32"]})
     if not args.no_dlib:
         demb, dms = dlib_embeddings(lfw, rows, args.fresh)
         results["models"].append(report("dlib (face_recognition)", demb, pairs, same, fold, identities, paths, dms, None))
@@ -272,8 +272,7 @@ def print_table(results: dict) -> None:
               f"{m['ms_per_face_1thread']:.1f} |")
     if "ms_per_face_1thread_fp32" in results["models"][0]:
         m = results["models"][0]
-        precision = "bf16 autocast (faster here)" if m["bf16"] else "float32 (faster here, or no native bf16)"
-        print(f"ours: {precision}; "
+        print(f"ours: {m.get('precision', 'bf16' if m.get('bf16') else 'float32')}; "
               f"in float32 {m['ms_per_face_1thread_fp32']:.1f} ms/face")
     ours = results["models"][0]["open_set"]
     if "product_threshold" in ours:

@@ -8,8 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,7 @@ from embedder.types import Face
 if TYPE_CHECKING:
     from PIL import Image
 
-    from embedder.model import EmbeddingNet
+    import torch
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 EMBEDDER_WEIGHTS = WEIGHTS_DIR / "embedder.pt"
@@ -31,7 +30,7 @@ EMBEDDER_CARD = WEIGHTS_DIR / "embedder.json"
 
 __all__ = [
     "Face", "PhotoError", "load_photo", "detect_faces", "face_locations", "face_landmarks", "aligned_faces",
-    "face_embeddings", "native_bf16", "use_bf16", "model_card", "model_id",
+    "face_embeddings", "product_precision", "model_card", "model_id",
 ]
 
 _lock = threading.Lock()
@@ -59,88 +58,56 @@ def aligned_faces(image: "Image.Image", faces: Sequence[Face]) -> list["Image.Im
     return [align_face(image, face.landmarks) for face in faces]
 
 
-@lru_cache(maxsize=1)
-def _embedder() -> "EmbeddingNet":
+@lru_cache(maxsize=2)
+def _embedder(precision: str) -> "torch.nn.Module":
+    """The shipped network, loaded once per process and precision: "float32" (BatchNorm folded, channels-last) or
+    "int8" (`embedder.int8`, rebuilt from the same weights and the activation ranges shipped beside them)."""
     import torch
 
     from embedder.fuse import fuse_batchnorms
     from embedder.model import from_saved
 
     with _lock:
-        saved = torch.load(EMBEDDER_WEIGHTS, map_location="cpu", weights_only=True)
+        net = from_saved(torch.load(EMBEDDER_WEIGHTS, map_location="cpu", weights_only=True)).eval()
+        if precision == "int8":
+            from embedder import int8
+
+            shipped = torch.load(int8.ranges_path(EMBEDDER_WEIGHTS), map_location="cpu", weights_only=True)
+            if shipped.get("model_id") != weights_digest():
+                raise RuntimeError("the int8 ranges were measured for other weights: "
+                                   "run `python -m train.export --recalibrate`")
+            return int8.quantize(net, shipped["ranges"])
         # channels-last (NHWC) weights: the CPU convolutions run faster on one thread in that layout (1.23x by
         # median, side by side: benchmarks/memory_layout.py), and the photos' pixels are NHWC already
-        return fuse_batchnorms(from_saved(saved).eval()).to(memory_format=torch.channels_last)
+        return fuse_batchnorms(net).to(memory_format=torch.channels_last)
 
 
-@lru_cache(maxsize=1)
-def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16). Without it bf16 would be emulated and slow, so
-    float32 it is; with it, `use_bf16` still measures which is faster."""
-    import torch
+def product_precision() -> str:
+    """int8 wherever torch has the x86 int8 kernels: ~1.8x faster per face than float32 on one thread with the
+    same held-out accuracy (benchmarks/int8.py); float32 elsewhere (e.g. ARM builds)."""
+    from embedder import int8
 
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch without the probe: assume no native bf16
-        return False
+    return "int8" if int8.supported() else "float32"
 
 
-def bf16_is_faster(run: Callable[[bool], object], repeats: int = 5, margin: float = 0.85) -> bool:
-    """Whether `run(True)` (bf16) is clearly faster than `run(False)` (float32): best of `repeats` interleaved
-    timings each, after one warm-up call of each (oneDNN builds its kernels on first use), bf16 winning only when
-    it takes under `margin` of float32's time. Where bf16 pays it pays by far more (1.45x on the AMD VM), and on a
-    busy CPU a few timings of one crop are noisy: with a bare `<` and three timings, a second benchmark beside the LFW
-    benchmark made it pick bf16 on the Intel VM, at 47.3 ms per face against 33.3 in float32 (same run,
-    benchmarks/results/lfw_bf16_under_load.json)."""
-    best = {True: float("inf"), False: float("inf")}
-    for bf16 in (True, False):
-        run(bf16)
-    for _ in range(repeats):
-        for bf16 in (True, False):
-            start = time.perf_counter()
-            run(bf16)
-            best[bf16] = min(best[bf16], time.perf_counter() - start)
-    return best[True] < margin * best[False]
-
-
-@lru_cache(maxsize=1)
-def use_bf16() -> bool:
-    """Whether the product embeds under bf16 autocast on this machine: only where the CPU has native bf16 *and*
-    bf16 measured faster than float32 here, timed once per process on one crop. The flag alone does not
-    decide: the same network with its mirror ran 1.45× faster under bf16 on an AMD EPYC with AVX512-BF16, but 1.6×
-    slower (27.2 vs 16.7 ms per face, benchmarks/results/lfw_bf16_by_cpu_flag.json) on an Intel Xeon with the same
-    flag and no AMX. The vectors hardly differ
-    (within 1e-4 cosine; held-out accuracy the same, TAR at FAR 0.1 % within 0.2 points: benchmarks/fit_gap.py),
-    so only speed is at stake."""
-    if not native_bf16():
-        return False
-    import torch
-
-    from embedder.model import embed
-
-    model, crop = _embedder(), torch.rand(1, 3, 112, 112)
-    with torch.inference_mode():
-        return bf16_is_faster(lambda bf16: embed(model, crop, bf16=bf16))
-
-
-def face_embeddings(crops: Sequence["Image.Image"], bf16: bool | None = None) -> np.ndarray:
+def face_embeddings(crops: Sequence["Image.Image"], precision: str | None = None) -> np.ndarray:
     """Aligned crops → (n, dim) float32 unit vectors.
 
     Each vector is the normalised sum of the crop's and its mirror image's embeddings (`embedder.model.embed`).
-    `bf16` defaults to `use_bf16()` (benchmarks set it to compare both).
+    `precision` defaults to `product_precision()`; benchmarks and tests set "float32" or "int8" to compare them.
     """
     import torch
 
     from embedder.model import embed
 
-    model = _embedder()
+    model = _embedder(precision or product_precision())
     if not crops:
         return np.zeros((0, model.config.dim), dtype=np.float32)
     x = torch.from_numpy(np.stack([np.asarray(c.convert("RGB"), dtype=np.uint8) for c in crops]))
     # the permuted HWC array is a channels-last NCHW tensor: the layout the network's weights are in
     x = x.permute(0, 3, 1, 2).float().div_(255)
     with torch.inference_mode():
-        return embed(model, x, bf16=use_bf16() if bf16 is None else bf16).numpy()
+        return embed(model, x).numpy()
 
 
 @lru_cache(maxsize=1)

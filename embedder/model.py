@@ -89,9 +89,11 @@ class EmbeddingNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The head's output before normalisation (used by distillation)."""
-        if x.shape[-1] != self.config.input_size:
-            x = F.interpolate(x, size=(self.config.input_size,) * 2, mode="bilinear", antialias=False,
-                              align_corners=False)
+        return self.trunk(to_input_size(x, self.config.input_size))
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Crops already at the input size → head output: the part without shape-dependent steps, which
+        `embedder.int8` traces and quantises."""
         x = (x - self.mean) / self.std
         return self.head(self.stages(self.stem(x)))
 
@@ -99,15 +101,21 @@ class EmbeddingNet(nn.Module):
         return F.normalize(self.features(x), dim=1)
 
 
-def embed(model: EmbeddingNet, x: torch.Tensor, mirror: bool = True, bf16: bool = False) -> torch.Tensor:
+def to_input_size(x: torch.Tensor, size: int) -> torch.Tensor:
+    """112×112 aligned crops → the network's input size (bilinear, as in training)."""
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=False, align_corners=False)
+
+
+def embed(model: nn.Module, x: torch.Tensor, mirror: bool = True) -> torch.Tensor:
     """(N, 3, H, W) crops in [0, 1] → (N, dim) float32 unit vectors, as the product computes them: with `mirror`,
     the normalised sum of each crop's and its mirror image's embeddings (insensitive to which side of the face the
     light came from), crops and mirrors in one batch, which on one CPU thread costs ~1.3× a single pass rather
-    than 2×; with `bf16`, under bf16 autocast (for CPUs with native bf16). One function for the product and the
-    evaluation, so held-out numbers measure exactly what users get."""
+    than 2×. `model` is an `EmbeddingNet` or its int8 form (`embedder.int8.Int8EmbeddingNet`). One function for
+    the product and the evaluation, so held-out numbers measure exactly what users get."""
     n = len(x)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        out = model(torch.cat([x, torch.flip(x, dims=[3])]) if mirror else x).float()
+    out = model(torch.cat([x, torch.flip(x, dims=[3])]) if mirror else x).float()
     return F.normalize(out[:n] + out[n:], dim=1) if mirror else out
 
 

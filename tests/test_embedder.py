@@ -48,46 +48,77 @@ def test_mirror_image_gets_the_same_vector() -> None:
 
 
 def test_the_product_layout_gives_the_vectors_the_evaluation_measured() -> None:
-    """The product runs the network channels-last (faster on CPU); held-out and LFW numbers come from the plain
-    NCHW network of `train.evaluate`. Both must give the same vectors, or the benchmarks would not describe it."""
+    """In float32 the product runs the network channels-last with BatchNorm folded (faster on CPU); the evaluation
+    runs the plain NCHW network of `train.evaluate`. Both must give the same vectors."""
     import torch
 
     from embedder.model import from_saved
     from train.evaluate import embed_array
 
     crops = [synthetic_crop(6), synthetic_crop(7)]
-    product = api.face_embeddings(crops, bf16=False)
+    product = api.face_embeddings(crops, precision="float32")
     plain = from_saved(torch.load(api.EMBEDDER_WEIGHTS, weights_only=True)).eval()
     measured = embed_array(plain, np.stack([np.asarray(c) for c in crops]))
     assert np.allclose(product, measured, atol=1e-4)
 
 
-def test_bf16_and_float32_give_the_same_vectors() -> None:
-    """Where the CPU has native bf16 the product embeds under bf16 autocast; that must not move the vectors
-    enough to change a decision (thresholds sit ~0.5–1.0 apart in distance; this allows 0.01 of cosine)."""
+def test_the_product_runs_int8_where_torch_has_the_kernels() -> None:
+    from embedder import int8
+
+    assert api.product_precision() == ("int8" if int8.supported() else "float32")
+
+
+def test_shipped_int8_ranges_belong_to_the_shipped_weights() -> None:
+    """The ranges are measured per set of weights (`train.export` writes both); stale ones must not load."""
+    import torch
+
+    from embedder import int8
+
+    shipped = torch.load(int8.ranges_path(api.EMBEDDER_WEIGHTS), weights_only=True)
+    assert shipped["model_id"] == api.weights_digest()
+    low = {k: v for k, v in shipped["ranges"].items() if k.endswith("min_val")}
+    assert low and all(float(v) < float(shipped["ranges"][k.replace("min_val", "max_val")]) for k, v in low.items())
+
+
+def test_int8_and_float32_give_nearly_the_same_vectors() -> None:
+    """int8 moves each vector a little (cosine ≥ 0.997 to float32 on held-out faces, benchmarks/int8.py); these
+    blocky synthetic crops are far from any face the ranges saw, so they get a looser bar, and still a real one:
+    two different crops sit at cosine < 0.9 in either precision."""
     crops = [synthetic_crop(4), synthetic_crop(5)]
-    exact, fast = api.face_embeddings(crops, bf16=False), api.face_embeddings(crops, bf16=True)
+    exact, fast = api.face_embeddings(crops, precision="float32"), api.face_embeddings(crops, precision="int8")
     assert fast.dtype == np.float32 and np.allclose(np.linalg.norm(fast, axis=1), 1, atol=1e-5)
-    assert np.all((exact * fast).sum(1) > 0.99)
-    assert isinstance(api.native_bf16(), bool)
-    assert api.use_bf16() in (False, api.native_bf16())     # never bf16 where it would be emulated
+    assert np.all((exact * fast).sum(1) > 0.98)
+    assert float(exact[0] @ exact[1]) < 0.9 and float(fast[0] @ fast[1]) < 0.9
 
 
-def test_the_product_precision_is_whichever_ran_faster() -> None:
-    """A CPU flag does not say whether bf16 is faster (it was 1.6x slower on one CPU that has it), so the product
-    times both; the timing decides, not the order of the calls."""
-    import time
+def test_int8_ranges_round_trip_and_refuse_another_network() -> None:
+    """Calibrate → save → load → quantise gives the network calibrated in memory; ranges of a differently shaped
+    network are refused instead of loading half-right."""
+    import io
 
-    def slow_when(slow_bf16: bool):
-        return lambda bf16: time.sleep(0.02 if bf16 == slow_bf16 else 0.0)
+    import torch
 
-    assert api.bf16_is_faster(slow_when(slow_bf16=False)) is True
-    assert api.bf16_is_faster(slow_when(slow_bf16=True)) is False
+    from embedder import int8
+    from embedder.model import embed
 
-    def bf16_a_little_faster(bf16: bool) -> None:
-        time.sleep(0.018 if bf16 else 0.02)
-
-    assert api.bf16_is_faster(bf16_a_little_faster) is False    # within timing noise: float32 stays
+    small = EmbeddingNet(EmbedderConfig(input_size=32, widths=(8, 16), depths=(1, 1), dim=16)).eval()
+    crops = np.random.default_rng(0).integers(0, 256, size=(8, 112, 112, 3), dtype=np.uint8)
+    ranges = int8.calibrate(small, crops)
+    buffer = io.BytesIO()
+    torch.save({"ranges": ranges}, buffer)
+    buffer.seek(0)
+    loaded = int8.quantize(small, torch.load(buffer, weights_only=True)["ranges"])
+    x = torch.from_numpy(crops[:2]).permute(0, 3, 1, 2).float() / 255
+    with torch.inference_mode():
+        exact, fast = embed(small, x), embed(loaded, x)
+    assert fast.shape == (2, 16) and torch.all((exact * fast).sum(1) > 0.95)
+    deeper = EmbeddingNet(EmbedderConfig(input_size=32, widths=(8, 16), depths=(2, 1), dim=16)).eval()
+    try:
+        int8.quantize(deeper, ranges)
+    except ValueError as error:
+        assert "do not fit" in str(error)
+    else:
+        raise AssertionError("ranges of another network were accepted")
 
 
 def test_network_output_is_normalised_for_any_batch() -> None:

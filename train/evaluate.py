@@ -7,19 +7,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from embedder.model import EmbeddingNet, embed
+from embedder.model import embed
 
 
 @torch.no_grad()
-def embed_array(model: EmbeddingNet, images: np.ndarray, batch: int = 256, flip: bool = True,
-                bf16: bool = False) -> np.ndarray:
-    """(N, 112, 112, 3) uint8 crops → (N, dim) unit vectors; with `flip`, the mean of the photo and its mirror;
-    with `bf16`, under the bf16 autocast the product uses on CPUs with native bf16."""
+def embed_array(model: torch.nn.Module, images: np.ndarray, batch: int = 256, flip: bool = True) -> np.ndarray:
+    """(N, 112, 112, 3) uint8 crops → (N, dim) unit vectors; with `flip`, the mean of the photo and its mirror.
+    `model` is an `EmbeddingNet` or its int8 form."""
     model.eval()
     out = []
     for start in range(0, len(images), batch):
         x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch])).permute(0, 3, 1, 2).float() / 255
-        out.append(embed(model, x, mirror=flip, bf16=bf16).numpy())
+        out.append(embed(model, x, mirror=flip).numpy())
     return np.concatenate(out).astype(np.float32)
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedder.api import EMBEDDER_CARD, EMBEDDER_WEIGHTS, weights_digest
+from embedder import int8
+from embedder.api import EMBEDDER_CARD, EMBEDDER_WEIGHTS, product_precision, weights_digest
 from embedder.model import EmbeddingNet, count_parameters, from_saved
 from train.evaluate import embed_array, every_pair, roc, tar_at_far, verification_report
 from train.face_data import FaceSet, load_training_faces
@@ -30,6 +31,7 @@ from train.losses import CENTRE_MARGIN, CENTRE_SCALE
 from train.teacher_mixes import load_bank
 
 DEFAULT_FAR = 1e-3
+INT8_CALIBRATION_PHOTOS = 1024
 
 
 def shipped_model(saved: dict, val_set: FaceSet) -> tuple[EmbeddingNet, str]:
@@ -52,7 +54,7 @@ def shipped_model(saved: dict, val_set: FaceSet) -> tuple[EmbeddingNet, str]:
     return candidates[best], best
 
 
-def calibrate(model: EmbeddingNet, val_set: FaceSet, margin: float) -> dict:
+def calibrate(model: torch.nn.Module, val_set: FaceSet, margin: float) -> dict:
     """Threshold from the margin, then the ROC and metrics on the validation people."""
     emb = embed_array(model, val_set.images)
     # every pair of held-out photos (3.3 M, ~3.28 M of them impostors), none sampled: the ROC's low-FAR end that
@@ -74,6 +76,26 @@ def calibrate(model: EmbeddingNet, val_set: FaceSet, margin: float) -> dict:
             "people": len(val_set.people), "photos": int(len(val_set.labels)), **report,
         },
     }
+
+
+def int8_ranges(model: EmbeddingNet, train_set: FaceSet) -> dict[str, torch.Tensor]:
+    """The int8 activation ranges of `model`, measured on 1,024 training photos (a fixed draw) and their mirrors:
+    never the held-out people, whom the card's calibration and the benchmarks use."""
+    rows = np.sort(np.random.default_rng(0).choice(len(train_set.labels), replace=False,
+                                                   size=min(INT8_CALIBRATION_PHOTOS, len(train_set.labels))))
+    return int8.calibrate(model, train_set.images[rows])
+
+
+def product_model(model: EmbeddingNet, weights: Path, train_set: FaceSet) -> tuple[torch.nn.Module, dict]:
+    """Measure the int8 ranges of the shipped weights (`int8_ranges`), save them beside the weights, and return
+    the network the product runs on this machine (`embedder.api.product_precision`) with the card's note on it:
+    the card's threshold and ROC must describe the vectors users get."""
+    ranges = int8_ranges(model, train_set)
+    torch.save({"model_id": weights_digest(weights), "ranges": ranges}, int8.ranges_path(weights))
+    precision = product_precision()
+    note = {"precision": f"{precision} (int8 where torch has the x86 int8 kernels, else float32); int8 activation "
+                         f"ranges from {INT8_CALIBRATION_PHOTOS:,} training photos and their mirrors"}
+    return (int8.quantize(model, ranges) if precision == "int8" else model), note
 
 
 def training_command(train_args: dict, module: str = "train.train_embedder") -> str:
@@ -159,9 +181,11 @@ def recalibrate(weights: Path, card_path: Path, cache: Path, argv: list[str] | N
     card = json.loads(card_path.read_text())
     if card.get("model_id") != weights_digest(weights):
         raise SystemExit(f"error: {card_path} is not the card of {weights} (model ids differ)")
-    _, val_set, _ = load_training_faces(cache, seed=0)
+    train_set, val_set, _ = load_training_faces(cache, seed=0)
     model = from_saved(torch.load(weights, map_location="cpu", weights_only=True)).eval()
+    model, precision = product_model(model, weights, train_set)
     card.update(calibrate(model, val_set, float(card.get("margin", 0.3))))
+    card.update(precision)
     card["recalibrate_command"] = this_command(argv)
     card_path.write_text(json.dumps(card, indent=1) + "\n")
     print(json.dumps({k: card[k] for k in ("model_id", "threshold", "threshold_from_margin", "threshold_tar")}))
@@ -185,14 +209,14 @@ def main(argv: list[str] | None = None) -> None:
 
     ckpt = torch.load(args.checkpoint, weights_only=False, map_location="cpu")
     lineage = earlier_runs(ckpt.get("args", {}))
-    _, val_set, _ = load_training_faces(args.cache, seed=0)
+    train_set, val_set, _ = load_training_faces(args.cache, seed=0)
     model, which = shipped_model(ckpt, val_set)
     config = model.config
     train_args = ckpt.get("args", {})
     margin = float(train_args.get("margin", 0.3))
 
-    # Ship float16 weights (half the size); they are widened to float32 on load. Calibrate the widened copy so
-    # the card describes exactly what users run.
+    # Ship float16 weights (half the size); they are widened to float32 on load (and quantised from there).
+    # Calibrate the widened copy so the card describes exactly what users run.
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     buffer = io.BytesIO()
     torch.save({"config": config.to_dict(), "model": half}, buffer)
@@ -200,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     args.weights.write_bytes(buffer.getvalue())
     model.load_state_dict({k: v.float() for k, v in half.items()})
 
-    calibration = calibrate(model, val_set, margin)
+    product, precision = product_model(model, args.weights, train_set)
+    calibration = calibrate(product, val_set, margin)
     steps = int(ckpt["step"])
     soup = ckpt.get("soup_of", [])
     soup_command = ckpt.get("soup_command", "python -m train.soup")
@@ -246,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         "initialised_from": lineage,
         "export_command": this_command(argv),
         "distance": "Euclidean between unit vectors (0..2); accept when distance < threshold",
+        **precision,
         **calibration,
     }
     args.card.write_text(json.dumps(card, indent=1) + "\n")
