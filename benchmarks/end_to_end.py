@@ -7,6 +7,7 @@ named correctly, named wrongly or come out unknown, and how many strangers are n
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -16,14 +17,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.machine import cpu_name  # noqa: E402
 
-from embedder.api import model_id  # noqa: E402
+from embedder.api import model_id, product_precision  # noqa: E402
 from enroll.service import OneShot  # noqa: E402
 from tests.test_end_to_end import choose_people  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "end_to_end.json"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    out = parser.parse_args(argv).out
     people, enrolled, strangers = choose_people()
     with tempfile.TemporaryDirectory() as home, OneShot(Path(home)) as oneshot:
         for person in enrolled:
@@ -33,6 +37,7 @@ def main() -> None:
     result = {
         "machine": cpu_name(),
         "model_id": model_id(),
+        "precision": product_precision(),
         "enrolled": len(enrolled),
         "named_correctly": sum(r.name == p for r, p in zip(second, enrolled)),
         "named_wrongly": sum(r.name not in (None, p) for r, p in zip(second, enrolled)),
@@ -47,7 +52,7 @@ def main() -> None:
                                for r, p in zip(unknown, strangers) if r.name is not None and r.largest],
     }
     print(json.dumps(result, indent=1))
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

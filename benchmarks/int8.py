@@ -9,8 +9,12 @@ Accuracy: every held-out photo embedded both ways (the shipped int8 ranges, meas
 pair scored, and a paired bootstrap over the held-out families and people (`train.evaluate.paired_bootstrap`);
 also how far apart the two precisions put each photo (cosine).
 
-Rule (set before the first run): int8 is the product's precision when it is at least 1.3x faster by median, and
-neither held-out accuracy nor TAR at FAR 0.1 % is more than 0.3 points below float32's. LFW is not touched.
+Rule (set before the first run): int8 becomes the product's precision when it is at least 1.3x faster by median
+and neither held-out accuracy nor TAR at FAR 0.1 % is more than 0.3 points below float32's; after the first run I
+added that the end-to-end check (`benchmarks/end_to_end.py`, issue #3's bar) must still pass, because int8 with
+every layer quantised passed the rule but named only 17 of its 20 people (one unknown at 0.917 against τ 0.915).
+With stem and head kept in float32 (chosen for fidelity on the held-out people) it passes both. LFW chose nothing
+here beyond that end-to-end bar (its 40 people are LFW people, fixed by the test long before).
 """
 from __future__ import annotations
 

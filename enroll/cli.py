@@ -214,6 +214,8 @@ def model(as_json: bool = JsonOption) -> None:
             print(f"           plus {term}")
         at_far = f" at false accept rate {info.threshold_far:g}" if info.threshold_far is not None else ""
         print(f"threshold  {info.threshold:.3f}  (one comparison{at_far}; used by verify)")
+        if info.precision:
+            print(_wrapped("precision  ", info.precision))
         if info.metrics:
             print("metrics")
             for key, value in info.metrics.items():

@@ -244,13 +244,14 @@ class ModelInfo:
     home: str
     people: int | None
     auxiliary: list[str]
+    precision: str | None = None     # which vectors the card was calibrated on (int8 where torch has the kernels)
 
     def to_json(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "dim": self.dim, "input_size": self.input_size, "loss": self.loss,
                 "margin": self.margin, "threshold": self.threshold, "threshold_far": self.threshold_far, "data": self.data, "steps": self.steps,
                 "metrics": self.metrics, "fpir": self.fpir,
                 "thresholds": [{"people": n, "threshold": round(t, 4)} for n, t in self.thresholds],
-                "home": self.home, "people": self.people, "auxiliary": self.auxiliary}
+                "home": self.home, "people": self.people, "auxiliary": self.auxiliary, "precision": self.precision}
 
 
 class OneShot:
@@ -427,7 +428,7 @@ class OneShot:
             metrics={**(card.get("validation") or {}), **(card.get("metrics") or {})},
             threshold_far=card.get("threshold_far"),
             fpir=self.fpir, thresholds=[(n, threshold_for_gallery(card, n, self.fpir)) for n in TABLE_SIZES],
-            home=str(self.home), people=people, auxiliary=auxiliary_terms(card),
+            home=str(self.home), people=people, auxiliary=auxiliary_terms(card), precision=card.get("precision"),
         )
 
     def threshold(self) -> float:

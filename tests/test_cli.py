@@ -598,6 +598,7 @@ def test_subprocess_model(tmp_path: Path) -> None:
     info = jsonl(sh(tmp_path / "home", "model", "--json")[1])[0]
     assert 0 < info["threshold"] < 2
     assert all(f"plus {term}" in out for term in info["auxiliary"])
+    assert info["precision"] and "precision  calibrated on" in out      # which vectors the thresholds describe
 
 
 # -- a real tour on LFW photos ------------------------------------------------------------------------------------

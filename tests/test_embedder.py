@@ -66,6 +66,8 @@ def test_the_product_runs_int8_where_torch_has_the_kernels() -> None:
     from embedder import int8
 
     assert api.product_precision() == ("int8" if int8.supported() else "float32")
+    crops = [synthetic_crop(8)]
+    assert np.allclose(api.face_embeddings(crops), api.face_embeddings(crops, precision=api.product_precision()))
 
 
 def test_shipped_int8_ranges_belong_to_the_shipped_weights() -> None:

@@ -194,6 +194,13 @@ def test_tiny_training_run_resume_and_export(tmp_path: Path) -> None:
     assert "--steps 3" in card["train_command"]
     saved = torch.load(weights, weights_only=True)
     assert all(v.dtype == torch.float16 for v in saved["model"].values() if v.is_floating_point())
+    # the int8 ranges ship beside the weights, made for them, and the card says which precision it describes
+    from embedder import api, int8
+    from embedder.model import from_saved
+
+    ranges = torch.load(int8.ranges_path(weights), weights_only=True)
+    assert ranges["model_id"] == card["model_id"] and api.product_precision() in card["precision"]
+    int8.quantize(from_saved(saved).eval(), ranges["ranges"])
 
     # recalibration keeps the weights (and so enrolled vectors) and the card's recipe, and redoes the ROC
     before = weights.read_bytes()

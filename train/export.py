@@ -93,8 +93,9 @@ def product_model(model: EmbeddingNet, weights: Path, train_set: FaceSet) -> tup
     ranges = int8_ranges(model, train_set)
     torch.save({"model_id": weights_digest(weights), "ranges": ranges}, int8.ranges_path(weights))
     precision = product_precision()
-    note = {"precision": f"{precision} (int8 where torch has the x86 int8 kernels, else float32); int8 activation "
-                         f"ranges from {INT8_CALIBRATION_PHOTOS:,} training photos and their mirrors"}
+    note = {"precision": f"calibrated on {precision} vectors, as the product computes them here (int8 where torch "
+                         f"has the x86 int8 kernels, its activation ranges from {INT8_CALIBRATION_PHOTOS:,} training "
+                         f"photos and their mirrors; float32 elsewhere)"}
     return (int8.quantize(model, ranges) if precision == "int8" else model), note
 
 
