@@ -83,7 +83,7 @@ def _embedder(precision: str) -> "torch.nn.Module":
 
 
 def product_precision() -> str:
-    """int8 wherever torch has the x86 int8 kernels (`embedder.int8`: the same weights, 1.7x faster per face on one
+    """int8 wherever torch has the x86 int8 kernels (`embedder.int8`: the same weights, 1.5–1.7x faster per face on one
     thread, held-out accuracy within 0.3 points, benchmarks/int8.py); float32 elsewhere (e.g. ARM builds)."""
     from embedder import int8
 

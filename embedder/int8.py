@@ -1,9 +1,9 @@
-"""The embedder in int8: the same weights, quantised, ~1.7x faster on one CPU thread.
+"""The embedder in int8: the same weights, quantised, 1.5–1.7x faster on one CPU thread.
 
 Why: issue #5 allows 15 ms per face on one thread, and the float32 network with its mirror needs ~38 ms on an
 AVX2-only CPU (16–23 ms on the Intel VMs). Static int8 quantisation (per-channel weights, per-tensor activations,
 BatchNorm folded, ReLU and the residual add fused into the convolutions; stem and head stay float32) runs the same
-network on integer kernels (fbgemm/oneDNN, torch's "x86" engine): 1.7x faster on that CPU, with held-out
+network on integer kernels (fbgemm/oneDNN, torch's "x86" engine): 1.5–1.7x faster on that CPU, with held-out
 verification accuracy within 0.3 points of float32's (`benchmarks/int8.py`, side by side). The product runs it
 wherever torch has those kernels (`embedder.api.product_precision`).
 
