@@ -20,9 +20,8 @@ from embedder.photo import PhotoError, load_photo
 from embedder.types import Face
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     import torch
+    from PIL import Image
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 EMBEDDER_WEIGHTS = WEIGHTS_DIR / "embedder.pt"
@@ -83,8 +82,8 @@ def _embedder(precision: str) -> "torch.nn.Module":
 
 
 def product_precision() -> str:
-    """int8 wherever torch has the x86 int8 kernels (`embedder.int8`: the same weights, 1.5–1.7x faster per face on one
-    thread, held-out accuracy within 0.3 points, benchmarks/int8.py); float32 elsewhere (e.g. ARM builds)."""
+    """int8 wherever torch has the x86 int8 kernels (`embedder.int8`: the same weights, 1.5–1.7x faster per face on
+    one thread, held-out accuracy within 0.3 points, benchmarks/int8.py); float32 elsewhere (e.g. ARM builds)."""
     from embedder import int8
 
     return "int8" if int8.supported() else "float32"

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embedder.model import EmbedderConfig, EmbeddingNet, to_input_size
+
 if TYPE_CHECKING:
     from torch.ao.quantization import QConfigMapping
-
-from embedder.model import EmbeddingNet, to_input_size
 
 ENGINE = "x86"          # fbgemm/oneDNN chosen per operator; the "onednn" engine alone broke the vectors on AVX2
 OBSERVER_PREFIX = "activation_post_process_"
@@ -114,7 +114,7 @@ def calibrate(net: EmbeddingNet, crops: np.ndarray, batch: int = 64) -> dict[str
 class Int8EmbeddingNet(nn.Module):
     """Drop-in for `EmbeddingNet` at inference: crops in [0, 1] → unit vectors, int8 inside."""
 
-    def __init__(self, config, trunk: nn.Module) -> None:
+    def __init__(self, config: EmbedderConfig, trunk: nn.Module) -> None:
         super().__init__()
         self.config = config
         self.trunk = trunk

@@ -82,6 +82,19 @@ def test_shipped_int8_ranges_belong_to_the_shipped_weights() -> None:
     assert low and all(float(v) < float(shipped["ranges"][k.replace("min_val", "max_val")]) for k, v in low.items())
 
 
+def test_int8_ranges_of_other_weights_are_refused(monkeypatch) -> None:
+    """New weights exported without new ranges must fail loudly, not quantise with another network's ranges."""
+    import pytest
+
+    from embedder import int8
+
+    if not int8.supported():
+        pytest.skip("this torch build has no x86 int8 kernels")
+    monkeypatch.setattr(api, "weights_digest", lambda path=api.EMBEDDER_WEIGHTS: "0123456789abcdef")
+    with pytest.raises(RuntimeError, match="measured for other weights"):
+        api._embedder.__wrapped__("int8")
+
+
 def test_int8_and_float32_give_nearly_the_same_vectors() -> None:
     """int8 moves each vector a little (cosine ≥ 0.997 to float32 on held-out faces, benchmarks/int8.py); these
     blocky synthetic crops are far from any face the ranges saw, so they get a looser bar, and still a real one:
