@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.machine import cpu_name  # noqa: E402
+from benchmarks.timing import interleaved_ms  # noqa: E402
 from embedder import int8  # noqa: E402
 from embedder.model import EmbedderConfig, EmbeddingNet, count_parameters, embed  # noqa: E402
 
@@ -47,20 +47,13 @@ def main(argv: list[str] | None = None) -> None:
         net = EmbeddingNet(config).eval()
         models[name] = (int8.quantize(net, int8.calibrate(net, crops)), count_parameters(net))
     x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255
-    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        for name, (model, _) in models.items():
-            embed(model, x[:1])                                 # warm-up
-        for _ in range(a.rounds):
-            for name, (model, _) in models.items():
-                for i in range(a.faces):
-                    start = time.perf_counter()
-                    embed(model, x[i % len(x)][None])
-                    times[name].append(1000 * (time.perf_counter() - start))
+        speed = interleaved_ms({name: (lambda i, m=model: embed(m, x[i % len(x)][None]))
+                                for name, (model, _) in models.items()}, a.rounds, a.faces)
     result = {
         "machine": {"cpu": cpu_name(), "threads": 1, "torch": torch.__version__},
-        "shapes": {name: {"parameters": params, "ms_per_face_median": float(np.median(times[name])),
-                          "ms_per_face_best": float(np.min(times[name]))}
+        "shapes": {name: {"parameters": params, "ms_per_face_median": speed[name]["median"],
+                          "ms_per_face_best": speed[name]["best"]}
                    for name, (_, params) in models.items()},
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -78,12 +78,12 @@ def calibrate(model: torch.nn.Module, val_set: FaceSet, margin: float) -> dict:
     }
 
 
-def int8_ranges(model: EmbeddingNet, train_set: FaceSet) -> dict[str, torch.Tensor]:
+def int8_ranges(model: EmbeddingNet, train_set: FaceSet, scheme: int8.Scheme = int8.PRODUCT) -> dict[str, torch.Tensor]:
     """The int8 activation ranges of `model`, measured on 1,024 training photos (a fixed draw) and their mirrors:
     never the held-out people, whom the card's calibration and the benchmarks use."""
     rows = np.sort(np.random.default_rng(0).choice(len(train_set.labels), replace=False,
                                                    size=min(INT8_CALIBRATION_PHOTOS, len(train_set.labels))))
-    return int8.calibrate(model, train_set.images[rows])
+    return int8.calibrate(model, train_set.images[rows], scheme)
 
 
 def product_model(model: EmbeddingNet, weights: Path, train_set: FaceSet) -> tuple[torch.nn.Module, dict]:
