@@ -330,6 +330,30 @@ def test_resize_input_keeps_the_head_response_to_a_uniform_feature_map() -> None
     assert large(torch.rand(2, 3, 112, 112)).shape == (2, 4)
 
 
+def test_grow_depths_adds_blocks_that_leave_the_trained_function_unchanged() -> None:
+    """Deepening trained weights: the same embeddings before any training step, the new blocks trainable."""
+    from embedder.model import EmbedderConfig, EmbeddingNet, from_saved
+    from train.train_embedder import grow_depths
+
+    torch.manual_seed(0)
+    small = EmbeddingNet(EmbedderConfig(input_size=64, widths=(8, 8, 8, 16), depths=(1, 2, 1, 1), dim=4))
+    for module in small.modules():  # trained-looking BatchNorm statistics, so an identity is not an accident
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    saved = {"config": small.config.to_dict(), "model": small.state_dict()}
+    grown = from_saved(grow_depths(saved, (1, 3, 2, 2))).eval()
+    assert grown.config.depths == (1, 3, 2, 2) and len(grown.stages) == 8
+    x = torch.rand(3, 3, 112, 112)
+    assert torch.allclose(grown(x), small.eval()(x), atol=1e-6)
+    assert float(grown.stages[3].bn2.weight.abs().sum()) == 0.0      # stage 2's new block starts as an identity
+    assert float(grown.stages[3].conv1.weight.abs().sum()) > 0.0     # ...with weights to grow from
+    assert torch.equal(grown.stages[4].conv1.weight, small.stages[3].conv1.weight)  # stage 3's trained block moved
+    assert grow_depths(saved, (1, 2, 1, 1)) is saved
+    with pytest.raises(ValueError, match="at least as deep"):
+        grow_depths(saved, (1, 1, 1, 1))
+
+
 def test_lineage_follows_a_run_started_from_another_runs_checkpoint(tmp_path: Path) -> None:
     """A run continued from an unexported checkpoint keeps that run's command and steps in the card."""
     from train.export import earlier_runs

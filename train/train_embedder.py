@@ -75,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--input-size", type=int, default=EmbedderConfig.input_size)
+    p.add_argument("--depths", type=lambda s: tuple(int(d) for d in s.split(",")), default=None,
+                   help="blocks per stage, e.g. 2,3,4,3; with --init, deeper than the weights: the new blocks start "
+                        "as identities")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                    help="bf16 autocast roughly doubles CPU training speed where the CPU has native bf16 (AVX512-BF16)")
     p.add_argument("--minutes", type=float, default=0.0,
@@ -145,6 +148,41 @@ def resize_input(saved: dict, input_size: int) -> dict:
     return {**saved, "config": new.to_dict(), "model": state}
 
 
+def grow_depths(saved: dict, depths: tuple[int, ...]) -> dict:
+    """Saved weights in a deeper network that computes exactly the same function, so training continues from a
+    trained model with more capacity instead of starting over (Net2Net's deepening, Chen et al. 2016).
+
+    Each stage keeps its trained blocks first; the blocks added at its end are freshly initialised with their last
+    BatchNorm's scale at zero ("zero-init residual", Goyal et al. 2017), so each adds nothing to its input and,
+    the input being a ReLU output already, passes it on unchanged. Training then grows them from there."""
+    old = EmbedderConfig.from_dict(saved["config"])
+    if tuple(depths) == tuple(old.depths):
+        return saved
+    if len(depths) != len(old.depths) or any(n < o for n, o in zip(depths, old.depths)):
+        raise ValueError(f"--depths {list(depths)} must keep {len(old.depths)} stages, each at least as deep as "
+                         f"{list(old.depths)}")
+    new = replace(old, depths=tuple(depths))
+    state = EmbeddingNet(new).state_dict()
+    old_state = saved["model"]
+    old_start = new_start = 0
+    for old_depth, new_depth in zip(old.depths, new.depths):
+        for j in range(new_depth):
+            prefix = f"stages.{new_start + j}."
+            if j < old_depth:
+                src = f"stages.{old_start + j}."
+                for key in state:
+                    if key.startswith(prefix):
+                        state[key] = old_state[src + key[len(prefix):]]
+            else:
+                state[prefix + "bn2.weight"].zero_()
+        old_start += old_depth
+        new_start += new_depth
+    for key in state:
+        if not key.startswith("stages."):
+            state[key] = old_state[key]
+    return {**saved, "config": new.to_dict(), "model": state}
+
+
 @torch.no_grad()
 def update_ema(ema: EmbeddingNet, model: EmbeddingNet, decay: float) -> None:
     """ema ← decay·ema + (1 − decay)·model, for weights and BatchNorm statistics alike."""
@@ -168,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     blend_total = len(blends["lam"]) if blends is not None else 0  # recorded in checkpoints for the model card
     if blends is not None:
         print(f"blends: {blend_total} from {args.mixes}", flush=True)
-    model = EmbeddingNet(EmbedderConfig(input_size=args.input_size))
+    config = EmbedderConfig(input_size=args.input_size)
+    model = EmbeddingNet(replace(config, depths=args.depths) if args.depths else config)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sampler = PKSampler(train_set.labels, args.p, args.k, seed=args.seed, groups=family_groups(train_set),
                         relatives=args.relatives)
@@ -187,7 +226,8 @@ def main(argv: list[str] | None = None) -> None:
         gen.set_state(ckpt["torch_rng"])
         print(f"resumed at step {step}", flush=True)
     elif args.init is not None:
-        model = from_saved(resize_input(torch.load(args.init, weights_only=False), args.input_size))
+        saved = resize_input(torch.load(args.init, weights_only=False), args.input_size)
+        model = from_saved(grow_depths(saved, args.depths) if args.depths else saved)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         print(f"initialised from {args.init}", flush=True)
     # channels_last is oneDNN's preferred layout for CPU convolutions (~15 % faster here); the weights saved are
