@@ -162,24 +162,22 @@ def grow_depths(saved: dict, depths: tuple[int, ...]) -> dict:
         raise ValueError(f"--depths {list(depths)} must keep {len(old.depths)} stages, each at least as deep as "
                          f"{list(old.depths)}")
     new = replace(old, depths=tuple(depths))
-    state = EmbeddingNet(new).state_dict()
-    old_state = saved["model"]
+    source: dict[int, int] = {}  # block index in the deeper network → the trained block it copies
     old_start = new_start = 0
     for old_depth, new_depth in zip(old.depths, new.depths):
-        for j in range(new_depth):
-            prefix = f"stages.{new_start + j}."
-            if j < old_depth:
-                src = f"stages.{old_start + j}."
-                for key in state:
-                    if key.startswith(prefix):
-                        state[key] = old_state[src + key[len(prefix):]]
-            else:
-                state[prefix + "bn2.weight"].zero_()
+        source.update({new_start + j: old_start + j for j in range(old_depth)})
         old_start += old_depth
         new_start += new_depth
+    state = EmbeddingNet(new).state_dict()
     for key in state:
         if not key.startswith("stages."):
-            state[key] = old_state[key]
+            state[key] = saved["model"][key]
+            continue
+        _, block, rest = key.split(".", 2)
+        if int(block) in source:
+            state[key] = saved["model"][f"stages.{source[int(block)]}.{rest}"]
+        elif rest == "bn2.weight":
+            state[key].zero_()
     return {**saved, "config": new.to_dict(), "model": state}
 
 
