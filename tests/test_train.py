@@ -412,3 +412,28 @@ def test_centre_softmax_prefers_the_own_centre_and_ignores_unseen_people() -> No
     # the running mean moves half way, and stays a unit vector
     update_centres(centres, torch.eye(4)[[1]], torch.tensor([0]))
     assert torch.allclose(centres[0], F.normalize(torch.tensor([0.5, 0.5, 0, 0]), dim=0))
+
+
+@pytest.mark.slow
+def test_mirror_distillation_trains_from_frozen_starting_weights_and_needs_them(tmp_path: Path) -> None:
+    from embedder.model import EmbedderConfig, EmbeddingNet
+    from train import train_embedder
+
+    cache = tmp_path / "cache"
+    make_synthetic_cache(cache)
+    start = tmp_path / "start.pt"
+    torch.manual_seed(0)
+    net = EmbeddingNet(EmbedderConfig(input_size=64))
+    torch.save({"config": net.config.to_dict(), "model": net.state_dict()}, start)
+    run = tmp_path / "run"
+    common = ["--out", str(run), "--cache", str(cache), "--p", "4", "--k", "2", "--eval-every", "100",
+              "--warmup", "1", "--threads", "1", "--input-size", "64", "--steps", "25", "--mirror-distill", "1"]
+    with pytest.raises(SystemExit, match="needs --init"):
+        train_embedder.main(common)
+    train_embedder.main(common + ["--init", str(start)])
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss" in r]
+    assert len(losses) == 1 and 0 < losses[0]["mirror"] <= 4       # squared distance between unit vectors
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    assert ckpt["step"] == 25 and float(ckpt["args"]["mirror_distill"]) == 1.0
+    assert not torch.equal(ckpt["model"]["head.3.weight"], net.state_dict()["head.3.weight"])

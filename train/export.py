@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> None:
                           f"distillation only"}
                if train_args.get("mixes") else {}),
             **({"relational_weight": float(train_args["relational"])} if train_args.get("relational") else {}),
+            **({"mirror_self_distillation": f"weight {float(train_args['mirror_distill'])}: each single pass pulled "
+                                            f"towards the starting weights' (frozen) mirror-averaged embedding of "
+                                            f"the same augmented crop"} if train_args.get("mirror_distill") else {}),
         },
         **({"cross_batch_memory": f"the {train_args['memory']} most recent embeddings as extra negatives"}
            if train_args.get("memory") else {}),

@@ -14,7 +14,9 @@ vectors of blended faces of two training people (a bank made once by `train.teac
 the teacher's pairwise similarities as a target, `--memory` keeps recent embeddings as extra negatives for the
 triplet loss, `--centres` adds a margin softmax against every training person's running-mean centre (an auxiliary
 term beside the triplet loss), `--relatives` puts whole FIW families into batches (relatives as the hard
-negatives batch-hard mining needs). `--erase` blanks a random rectangle of some photos; `--ema` keeps the weight average that is
+negatives batch-hard mining needs). `--mirror-distill` pulls each single-pass embedding towards the mirror-averaged
+embedding that the `--init` weights (frozen) give the same augmented crop: the teacher is the product's own
+two-pass output, so one pass can learn to do what two did. `--erase` blanks a random rectangle of some photos; `--ema` keeps the weight average that is
 validated and shipped. Checkpoints
 every few minutes; `--resume` continues a run, `--init` starts from existing weights (e.g. the shipped model).
 """
@@ -31,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from embedder.model import EmbedderConfig, EmbeddingNet, count_parameters, from_saved
+from embedder.model import EmbedderConfig, EmbeddingNet, count_parameters, embed, from_saved
 from train.augment import augment
 from train.evaluate import embed_array, verification_report
 from train.face_data import FaceSet, PKSampler, centre_teacher, family_groups, load_training_faces
@@ -65,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="bank of dlib vectors of blended training faces (train.teacher_mixes): each step adds "
                         "--mix-batch blends whose only loss is distillation")
     p.add_argument("--mix-batch", type=int, default=64)
+    p.add_argument("--mirror-distill", type=float, default=0.0,
+                   help="weight of self-distillation towards the --init weights' mirror-averaged embedding of the "
+                        "same augmented crop (frozen teacher; 0 = off)")
     p.add_argument("--erase", type=float, default=0.0, help="share of photos with a random rectangle blanked out")
     p.add_argument("--ema", type=float, default=0.0,
                    help="keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off); "
@@ -193,6 +198,8 @@ def update_ema(ema: EmbeddingNet, model: EmbeddingNet, decay: float) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.mirror_distill and args.init is None:
+        raise SystemExit("--mirror-distill needs --init: the teacher is the weights the run starts from")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -235,6 +242,11 @@ def main(argv: list[str] | None = None) -> None:
     ema = copy.deepcopy(model) if args.ema > 0 else None
     if ema is not None and args.resume and "ema" in ckpt:
         ema.load_state_dict(ckpt["ema"])
+    # The mirror teacher: the starting weights, frozen, in eval mode, run as the product runs them (two passes).
+    mirror_teacher = None
+    if args.mirror_distill:
+        mirror_teacher = from_saved(resize_input(torch.load(args.init, weights_only=False), args.input_size))
+        mirror_teacher = mirror_teacher.eval().requires_grad_(False).to(memory_format=torch.channels_last)
     print(f"model: {count_parameters(model) / 1e6:.2f}M parameters, input {model.config.input_size}px, "
           f"{args.precision}", flush=True)
 
@@ -281,10 +293,16 @@ def main(argv: list[str] | None = None) -> None:
                       torch.cat([memory[1], labels])[-args.memory:])
         distill = distillation_loss(emb, teacher, has_teacher)
         relational = relational_loss(emb, teacher, has_teacher) if args.relational else torch.zeros(())
+        mirror = torch.zeros(())
+        if mirror_teacher is not None:
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                target = embed(mirror_teacher, x, mirror=True)
+            mirror = distillation_loss(emb, target, torch.ones(len(emb), dtype=torch.bool))
         centre = torch.zeros(())
         if centres is not None:
             centre = centre_softmax_loss(real, labels, centres)
-        loss = metric + args.distill * distill + args.relational * relational + args.centres * centre
+        loss = (metric + args.distill * distill + args.relational * relational + args.centres * centre
+                + args.mirror_distill * mirror)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -294,11 +312,13 @@ def main(argv: list[str] | None = None) -> None:
             update_ema(ema, model, args.ema)
         step += 1
         finished = step >= args.steps or (args.minutes > 0 and elapsed >= args.minutes * 60)
-        loss, metric, distill, relational, centre = (t.detach() for t in (loss, metric, distill, relational, centre))
+        loss, metric, distill, relational, centre, mirror = (
+            t.detach() for t in (loss, metric, distill, relational, centre, mirror))
         with torch.no_grad():
             spread = float(torch.pdist(real[:: args.k]).mean())  # collapse guard: → 0 if everything collapses
         window.append({"loss": float(loss), "metric": float(metric), "distill": float(distill),
-                       "relational": float(relational), "centre": float(centre), "spread": spread})
+                       "relational": float(relational), "centre": float(centre), "mirror": float(mirror),
+                       "spread": spread})
         if step % 25 == 0:
             mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
             rate = len(window) * len(idx) / (time.time() - t0)  # the window is shorter right after --resume
