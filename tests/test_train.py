@@ -330,10 +330,10 @@ def test_resize_input_keeps_the_head_response_to_a_uniform_feature_map() -> None
     assert large(torch.rand(2, 3, 112, 112)).shape == (2, 4)
 
 
-def test_grow_depths_adds_blocks_that_leave_the_trained_function_unchanged() -> None:
+def test_set_depths_adds_blocks_that_leave_the_trained_function_unchanged() -> None:
     """Deepening trained weights: the same embeddings before any training step, the new blocks trainable."""
     from embedder.model import EmbedderConfig, EmbeddingNet, from_saved
-    from train.train_embedder import grow_depths
+    from train.train_embedder import set_depths
 
     torch.manual_seed(0)
     small = EmbeddingNet(EmbedderConfig(input_size=64, widths=(8, 8, 8, 16), depths=(1, 2, 1, 1), dim=4))
@@ -342,16 +342,32 @@ def test_grow_depths_adds_blocks_that_leave_the_trained_function_unchanged() -> 
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
     saved = {"config": small.config.to_dict(), "model": small.state_dict()}
-    grown = from_saved(grow_depths(saved, (1, 3, 2, 2))).eval()
+    grown = from_saved(set_depths(saved, (1, 3, 2, 2))).eval()
     assert grown.config.depths == (1, 3, 2, 2) and len(grown.stages) == 8
     x = torch.rand(3, 3, 112, 112)
     assert torch.allclose(grown(x), small.eval()(x), atol=1e-6)
     assert float(grown.stages[3].bn2.weight.abs().sum()) == 0.0      # stage 2's new block starts as an identity
     assert float(grown.stages[3].conv1.weight.abs().sum()) > 0.0     # ...with weights to grow from
     assert torch.equal(grown.stages[4].conv1.weight, small.stages[3].conv1.weight)  # stage 3's trained block moved
-    assert grow_depths(saved, (1, 2, 1, 1)) is saved
-    with pytest.raises(ValueError, match="at least as deep"):
-        grow_depths(saved, (1, 1, 1, 1))
+    assert set_depths(saved, (1, 2, 1, 1)) is saved
+    with pytest.raises(ValueError, match="at least one block"):
+        set_depths(saved, (1, 0, 1, 1))
+
+
+def test_set_depths_shrinks_by_keeping_each_stages_first_blocks() -> None:
+    """A shallower network from trained weights: stage by stage, the first blocks' weights, the rest dropped."""
+    from embedder.model import EmbedderConfig, EmbeddingNet, from_saved
+    from train.train_embedder import set_depths
+
+    torch.manual_seed(0)
+    deep = EmbeddingNet(EmbedderConfig(input_size=64, widths=(8, 8, 8, 16), depths=(2, 3, 2, 1), dim=4))
+    saved = {"config": deep.config.to_dict(), "model": deep.state_dict()}
+    shallow = from_saved(set_depths(saved, (1, 2, 1, 1))).eval()
+    assert shallow.config.depths == (1, 2, 1, 1) and len(shallow.stages) == 5
+    for new, old in {0: 0, 1: 2, 2: 3, 3: 5, 4: 7}.items():
+        assert torch.equal(shallow.stages[new].conv1.weight, deep.stages[old].conv1.weight)
+    assert torch.equal(shallow.head[3].weight, deep.head[3].weight)
+    assert shallow(torch.rand(2, 3, 112, 112)).shape == (2, 4)
 
 
 def test_lineage_follows_a_run_started_from_another_runs_checkpoint(tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input-size", type=int, default=EmbedderConfig.input_size)
     p.add_argument("--depths", type=lambda s: tuple(int(d) for d in s.split(",")), default=None,
                    help="blocks per stage, e.g. 2,3,4,3; with --init, deeper than the weights: the new blocks start "
-                        "as identities")
+                        "as identities; shallower: each stage keeps its first blocks")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                    help="bf16 autocast roughly doubles CPU training speed where the CPU has native bf16 (AVX512-BF16)")
     p.add_argument("--minutes", type=float, default=0.0,
@@ -153,24 +153,28 @@ def resize_input(saved: dict, input_size: int) -> dict:
     return {**saved, "config": new.to_dict(), "model": state}
 
 
-def grow_depths(saved: dict, depths: tuple[int, ...]) -> dict:
-    """Saved weights in a deeper network that computes exactly the same function, so training continues from a
-    trained model with more capacity instead of starting over (Net2Net's deepening, Chen et al. 2016).
+def set_depths(saved: dict, depths: tuple[int, ...]) -> dict:
+    """Saved weights in a network with other stage depths, keeping each stage's first trained blocks.
 
-    Each stage keeps its trained blocks first; the blocks added at its end are freshly initialised with their last
-    BatchNorm's scale at zero ("zero-init residual", Goyal et al. 2017), so each adds nothing to its input and,
-    the input being a ReLU output already, passes it on unchanged. Training then grows them from there."""
+    Deeper: the network computes exactly the same function, so training continues from a trained model with more
+    capacity instead of starting over (Net2Net's deepening, Chen et al. 2016). Each stage keeps its trained blocks
+    first; the blocks added at its end are freshly initialised with their last BatchNorm's scale at zero
+    ("zero-init residual", Goyal et al. 2017), so each adds nothing to its input and, the input being a ReLU output
+    already, passes it on unchanged. Training then grows them from there.
+
+    Shallower: each stage drops its last blocks. A residual network degrades gracefully when blocks are removed
+    (Veit et al. 2016), so a smaller, faster network starts near the trained one rather than from scratch; the
+    first block of a stage (which changes the resolution and width) always stays."""
     old = EmbedderConfig.from_dict(saved["config"])
     if tuple(depths) == tuple(old.depths):
         return saved
-    if len(depths) != len(old.depths) or any(n < o for n, o in zip(depths, old.depths)):
-        raise ValueError(f"--depths {list(depths)} must keep {len(old.depths)} stages, each at least as deep as "
-                         f"{list(old.depths)}")
+    if len(depths) != len(old.depths) or min(depths) < 1:
+        raise ValueError(f"--depths {list(depths)} must give each of the {len(old.depths)} stages at least one block")
     new = replace(old, depths=tuple(depths))
-    source: dict[int, int] = {}  # block index in the deeper network → the trained block it copies
+    source: dict[int, int] = {}  # block index in the new network → the trained block it copies
     old_start = new_start = 0
     for old_depth, new_depth in zip(old.depths, new.depths):
-        source.update({new_start + j: old_start + j for j in range(old_depth)})
+        source.update({new_start + j: old_start + j for j in range(min(old_depth, new_depth))})
         old_start += old_depth
         new_start += new_depth
     state = EmbeddingNet(new).state_dict()
@@ -232,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"resumed at step {step}", flush=True)
     elif args.init is not None:
         saved = resize_input(torch.load(args.init, weights_only=False), args.input_size)
-        model = from_saved(grow_depths(saved, args.depths) if args.depths else saved)
+        model = from_saved(set_depths(saved, args.depths) if args.depths else saved)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         print(f"initialised from {args.init}", flush=True)
     # channels_last is oneDNN's preferred layout for CPU convolutions (~15 % faster here); the weights saved are
