@@ -16,9 +16,9 @@ triplet loss, `--centres` adds a margin softmax against every training person's 
 term beside the triplet loss), `--relatives` puts whole FIW families into batches (relatives as the hard
 negatives batch-hard mining needs). `--mirror-distill` pulls each single-pass embedding towards the mirror-averaged
 embedding that the `--init` weights (frozen) give the same augmented crop: the teacher is the product's own
-two-pass output, so one pass can learn to do what two did. `--erase` blanks a random rectangle of some photos; `--ema` keeps the weight average that is
-validated and shipped. Checkpoints
-every few minutes; `--resume` continues a run, `--init` starts from existing weights (e.g. the shipped model).
+two-pass output, so one pass can learn to do what two did. `--erase` blanks a random rectangle of some photos;
+`--ema` keeps the weight average that is validated and shipped. Checkpoints every few minutes; `--resume` continues
+a run, `--init` starts from existing weights (e.g. the shipped model).
 """
 from __future__ import annotations
 
@@ -221,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     sampler = PKSampler(train_set.labels, args.p, args.k, seed=args.seed, groups=family_groups(train_set),
                         relatives=args.relatives)
     gen = torch.Generator().manual_seed(args.seed)
+    # the --init weights, read once: the starting point of a new run and, with --mirror-distill, its teacher
+    initial = resize_input(torch.load(args.init, weights_only=False), args.input_size) if args.init else None
     step = 0
     ckpt: dict = {}
     elapsed = 0.0  # training seconds so far, carried across --resume for the time budget
@@ -234,9 +236,8 @@ def main(argv: list[str] | None = None) -> None:
         sampler.rng.bit_generator.state = ckpt["sampler_rng"]
         gen.set_state(ckpt["torch_rng"])
         print(f"resumed at step {step}", flush=True)
-    elif args.init is not None:
-        saved = resize_input(torch.load(args.init, weights_only=False), args.input_size)
-        model = from_saved(set_depths(saved, args.depths) if args.depths else saved)
+    elif initial is not None:
+        model = from_saved(set_depths(initial, args.depths) if args.depths else initial)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         print(f"initialised from {args.init}", flush=True)
     # channels_last is oneDNN's preferred layout for CPU convolutions (~15 % faster here); the weights saved are
@@ -249,8 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     # The mirror teacher: the starting weights, frozen, in eval mode, run as the product runs them (two passes).
     mirror_teacher = None
     if args.mirror_distill:
-        mirror_teacher = from_saved(resize_input(torch.load(args.init, weights_only=False), args.input_size))
-        mirror_teacher = mirror_teacher.eval().requires_grad_(False).to(memory_format=torch.channels_last)
+        mirror_teacher = from_saved(initial).eval().requires_grad_(False).to(memory_format=torch.channels_last)
     print(f"model: {count_parameters(model) / 1e6:.2f}M parameters, input {model.config.input_size}px, "
           f"{args.precision}", flush=True)
 
