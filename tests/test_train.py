@@ -346,8 +346,8 @@ def test_set_depths_adds_blocks_that_leave_the_trained_function_unchanged() -> N
     assert grown.config.depths == (1, 3, 2, 2) and len(grown.stages) == 8
     x = torch.rand(3, 3, 112, 112)
     assert torch.allclose(grown(x), small.eval()(x), atol=1e-6)
-    assert float(grown.stages[3].bn2.weight.detach().abs().sum()) == 0.0      # stage 2's new block starts as an identity
-    assert float(grown.stages[3].conv1.weight.detach().abs().sum()) > 0.0     # ...with weights to grow from
+    assert float(grown.stages[3].bn2.weight.detach().abs().sum()) == 0.0  # stage 2's new block starts as an identity
+    assert float(grown.stages[3].conv1.weight.detach().abs().sum()) > 0.0  # ...with weights to grow from
     assert torch.equal(grown.stages[4].conv1.weight, small.stages[3].conv1.weight)  # stage 3's trained block moved
     assert set_depths(saved, (1, 2, 1, 1)) is saved
     with pytest.raises(ValueError, match="at least one block"):
