@@ -453,3 +453,33 @@ def test_mirror_distillation_trains_from_frozen_starting_weights_and_needs_them(
     ckpt = torch.load(run / "last.pt", weights_only=False)
     assert ckpt["step"] == 25 and float(ckpt["args"]["mirror_distill"]) == 1.0
     assert not torch.equal(ckpt["model"]["head.3.weight"], net.state_dict()["head.3.weight"])
+
+
+def test_relighting_changes_the_light_not_the_face() -> None:
+    side = torch.linspace(0, 6.28, 112)
+    stripes = 0.5 + 0.4 * torch.sin(side.view(1, 112) * 3 + side.view(112, 1))  # structure the eye would follow
+    x = stripes.expand(16, 3, 112, 112) * (0.6 + 0.4 * torch.rand(16, 3, 1, 1))
+    plain = augment(x, 64, torch.Generator().manual_seed(5))
+    lit = augment(x, 64, torch.Generator().manual_seed(5), lighting=True)
+    assert lit.shape == plain.shape and lit.min() >= 0 and lit.max() <= 1
+    assert (lit - plain).abs().mean() > 0.02                      # every image relit by a visible amount
+    for a, b in zip(plain.mean(dim=1).flatten(1), lit.mean(dim=1).flatten(1)):
+        assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.6    # the same pixels where they were
+
+
+def test_dropout_and_lighting_continue_trained_weights_and_are_saved(tmp_path: Path) -> None:
+    from embedder.model import EmbedderConfig, EmbeddingNet
+    from train import train_embedder
+
+    cache = tmp_path / "cache"
+    make_synthetic_cache(cache)
+    start = tmp_path / "start.pt"
+    net = EmbeddingNet(EmbedderConfig(input_size=64))
+    torch.save({"config": net.config.to_dict(), "model": net.state_dict()}, start)
+    run = tmp_path / "run"
+    train_embedder.main(["--out", str(run), "--cache", str(cache), "--p", "4", "--k", "2", "--eval-every", "100",
+                         "--warmup", "1", "--threads", "1", "--input-size", "64", "--steps", "3", "--init",
+                         str(start), "--lighting", "--dropout", "0.4"])
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    assert ckpt["config"]["dropout"] == 0.4 and ckpt["args"]["lighting"] is True
+    assert net.config.dropout != 0.4 and train_embedder.from_saved(ckpt).head[1].p == 0.4

@@ -262,7 +262,10 @@ def main(argv: list[str] | None = None) -> None:
                               f"{CENTRE_SCALE:g}, margin {CENTRE_MARGIN:g}) of each photo against every training person's running-mean centre, beside "
                               f"the triplet loss"} if train_args.get("centres") else {}),
         "regularisation": {"erase": float(train_args.get("erase", 0.0)),
-                           "weight_average_decay": float(train_args.get("ema", 0.0))},
+                           "weight_average_decay": float(train_args.get("ema", 0.0)),
+                           "head_dropout": config.dropout,
+                           **({"lighting": "exposure, colour cast, side light and sensor noise varied"}
+                              if train_args.get("lighting") else {})},
         "weights": weights_note(which, soup) + " (the better of the two on the held-out people)" * ("ema" in ckpt),
         **({"weight_soup": {"runs": soup, "command": soup_command}} if soup else {}),
         "data": "CelebA (2,970 people) + FIW (2,378 people), LFW-disjoint; aligned with the MTCNN teacher's "

@@ -16,7 +16,9 @@ triplet loss, `--centres` adds a margin softmax against every training person's 
 term beside the triplet loss), `--relatives` puts whole FIW families into batches (relatives as the hard
 negatives batch-hard mining needs). `--mirror-distill` pulls each single-pass embedding towards the mirror-averaged
 embedding that the `--init` weights (frozen) give the same augmented crop: the teacher is the product's own
-two-pass output, so one pass can learn to do what two did. `--erase` blanks a random rectangle of some photos;
+two-pass output, so one pass can learn to do what two did. `--erase` blanks a random rectangle of some photos,
+`--lighting` varies exposure, colour cast, side light and noise, `--dropout` sets the head's dropout (regularisers
+for runs longer than the training people can bear without them);
 `--ema` keeps the weight average that is validated and shipped. Checkpoints every few minutes; `--resume` continues
 a run, `--init` starts from existing weights (e.g. the shipped model).
 """
@@ -71,6 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="weight of self-distillation towards the --init weights' mirror-averaged embedding of the "
                         "same augmented crop (frozen teacher; 0 = off)")
     p.add_argument("--erase", type=float, default=0.0, help="share of photos with a random rectangle blanked out")
+    p.add_argument("--lighting", action="store_true",
+                   help="also vary exposure (gamma), colour cast, light from one side and sensor noise")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="dropout before the head's linear layer (default: the --init weights' own, else %g)"
+                        % EmbedderConfig.dropout)
     p.add_argument("--ema", type=float, default=0.0,
                    help="keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off); "
                         "validation, checkpoints' `ema` and the export use the average")
@@ -190,6 +197,15 @@ def set_depths(saved: dict, depths: tuple[int, ...]) -> dict:
     return {**saved, "config": new.to_dict(), "model": state}
 
 
+def set_dropout(model: EmbeddingNet, rate: float) -> None:
+    """Set the head's dropout in the module and in the config saved with the weights. Dropout has no weights, so a
+    run from trained weights may change it; inference never applies it."""
+    model.config = replace(model.config, dropout=rate)
+    for layer in model.head:
+        if isinstance(layer, torch.nn.Dropout):
+            layer.p = rate
+
+
 @torch.no_grad()
 def update_ema(ema: EmbeddingNet, model: EmbeddingNet, decay: float) -> None:
     """ema ← decay·ema + (1 − decay)·model, for weights and BatchNorm statistics alike."""
@@ -240,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
         model = from_saved(set_depths(initial, args.depths) if args.depths else initial)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         print(f"initialised from {args.init}", flush=True)
+    if args.dropout is not None:
+        set_dropout(model, args.dropout)
     # channels_last is oneDNN's preferred layout for CPU convolutions (~15 % faster here); the weights saved are
     # ordinary tensors, so the shipped model does not depend on it.
     model = model.to(memory_format=torch.channels_last)
@@ -282,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
             x = torch.cat([x, x_mix])
             teacher = torch.cat([teacher, t_mix])
             has_teacher = torch.cat([has_teacher, torch.ones(len(t_mix), dtype=torch.bool)])
-        x = augment(x, model.config.input_size, gen, args.erase).contiguous(memory_format=torch.channels_last)
+        x = augment(x, model.config.input_size, gen, args.erase, args.lighting)
+        x = x.contiguous(memory_format=torch.channels_last)
         labels = torch.from_numpy(train_set.labels[idx])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             features = model.features(x)
