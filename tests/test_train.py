@@ -430,17 +430,24 @@ def test_centre_softmax_prefers_the_own_centre_and_ignores_unseen_people() -> No
     assert torch.allclose(centres[0], F.normalize(torch.tensor([0.5, 0.5, 0, 0]), dim=0))
 
 
-@pytest.mark.slow
-def test_mirror_distillation_trains_from_frozen_starting_weights_and_needs_them(tmp_path: Path) -> None:
+def synthetic_cache_and_start(tmp_path: Path) -> tuple[Path, Path, torch.nn.Module]:
+    """A synthetic crop cache and a fresh 64 px network saved as the --init weights of a run."""
     from embedder.model import EmbedderConfig, EmbeddingNet
-    from train import train_embedder
 
     cache = tmp_path / "cache"
     make_synthetic_cache(cache)
-    start = tmp_path / "start.pt"
     torch.manual_seed(0)
     net = EmbeddingNet(EmbedderConfig(input_size=64))
+    start = tmp_path / "start.pt"
     torch.save({"config": net.config.to_dict(), "model": net.state_dict()}, start)
+    return cache, start, net
+
+
+@pytest.mark.slow
+def test_mirror_distillation_trains_from_frozen_starting_weights_and_needs_them(tmp_path: Path) -> None:
+    from train import train_embedder
+
+    cache, start, net = synthetic_cache_and_start(tmp_path)
     run = tmp_path / "run"
     common = ["--out", str(run), "--cache", str(cache), "--p", "4", "--k", "2", "--eval-every", "100",
               "--warmup", "1", "--threads", "1", "--input-size", "64", "--steps", "25", "--mirror-distill", "1"]
@@ -468,14 +475,9 @@ def test_relighting_changes_the_light_not_the_face() -> None:
 
 
 def test_dropout_and_lighting_continue_trained_weights_and_are_saved(tmp_path: Path) -> None:
-    from embedder.model import EmbedderConfig, EmbeddingNet
     from train import train_embedder
 
-    cache = tmp_path / "cache"
-    make_synthetic_cache(cache)
-    start = tmp_path / "start.pt"
-    net = EmbeddingNet(EmbedderConfig(input_size=64))
-    torch.save({"config": net.config.to_dict(), "model": net.state_dict()}, start)
+    cache, start, net = synthetic_cache_and_start(tmp_path)
     run = tmp_path / "run"
     train_embedder.main(["--out", str(run), "--cache", str(cache), "--p", "4", "--k", "2", "--eval-every", "100",
                          "--warmup", "1", "--threads", "1", "--input-size", "64", "--steps", "3", "--init",

@@ -8,6 +8,7 @@ the training photos rarely show: exposure curves, colour casts, light from one s
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +25,9 @@ def augment(images: torch.Tensor, out_size: int, generator: torch.Generator, era
     """
     n = images.shape[0]
 
-    def uniform(lo: float, hi: float) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(n, generator=generator)
+    def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
+        """One draw per image (of `shape` values each) from [lo, hi)."""
+        return lo + (hi - lo) * torch.rand(n, *shape, generator=generator)
 
     angle = uniform(-10, 10) * math.pi / 180
     scale = uniform(0.9, 1.1)
@@ -56,7 +58,7 @@ def augment(images: torch.Tensor, out_size: int, generator: torch.Generator, era
     to_gray = torch.rand(n, generator=generator) < 0.1
     x[to_gray] = x[to_gray].mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
     if lighting:
-        x = _relight(x, generator)
+        x = _relight(x, uniform, generator)
     if erase > 0:
         x = _erase(x, torch.rand(n, generator=generator) < erase, generator)
     return x.clamp_(0.0, 1.0)
@@ -79,7 +81,7 @@ def _erase(x: torch.Tensor, chosen: torch.Tensor, generator: torch.Generator) ->
     return torch.where(inside.unsqueeze(1), grey, x)
 
 
-def _relight(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _relight(x: torch.Tensor, uniform: Callable[..., torch.Tensor], generator: torch.Generator) -> torch.Tensor:
     """Light the training photos rarely show: CelebA and FIW are mostly frontally lit, well exposed snapshots, while a
     door camera sees backlight, a lamp to one side, tungsten or fluorescent white balance and dark-frame noise. The
     identity is unchanged, so the triplet and distillation targets stay those of the clean photo.
@@ -87,10 +89,6 @@ def _relight(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     Per image: a gamma curve (exposure, exp(±0.4)), per-channel gains (colour cast, ±12 %), for 40 % a brightness
     ramp along a random direction (side light, up to ±50 % across the face), for 25 % Gaussian noise (σ 1–5 %)."""
     n, _, h, w = x.shape
-
-    def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(n, *shape, generator=generator)
-
     x = x.clamp(0.0, 1.0) ** torch.exp(uniform(-0.4, 0.4)).view(n, 1, 1, 1)
     x = x * uniform(0.88, 1.12, 3).view(n, 3, 1, 1)
     direction = uniform(0.0, 2 * math.pi).view(n, 1, 1)

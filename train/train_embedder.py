@@ -17,10 +17,10 @@ term beside the triplet loss), `--relatives` puts whole FIW families into batche
 negatives batch-hard mining needs). `--mirror-distill` pulls each single-pass embedding towards the mirror-averaged
 embedding that the `--init` weights (frozen) give the same augmented crop: the teacher is the product's own
 two-pass output, so one pass can learn to do what two did. `--erase` blanks a random rectangle of some photos,
-`--lighting` varies exposure, colour cast, side light and noise, `--dropout` sets the head's dropout (regularisers
-for runs longer than the training people can bear without them);
-`--ema` keeps the weight average that is validated and shipped. Checkpoints every few minutes; `--resume` continues
-a run, `--init` starts from existing weights (e.g. the shipped model).
+`--lighting` varies exposure, colour cast, side light and noise, and `--dropout` sets the head's dropout
+(regularisers for runs longer than the training people bear without them); `--ema` keeps the weight average that
+is validated and shipped. Checkpoints every few minutes; `--resume` continues a run, `--init` starts from existing
+weights (e.g. the shipped model).
 """
 from __future__ import annotations
 
