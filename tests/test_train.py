@@ -5,6 +5,7 @@ None of this needs the real datasets: the tiny run trains on a synthetic crop ca
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -485,3 +486,47 @@ def test_dropout_and_lighting_continue_trained_weights_and_are_saved(tmp_path: P
     ckpt = torch.load(run / "last.pt", weights_only=False)
     assert ckpt["config"]["dropout"] == 0.4 and ckpt["args"]["lighting"] is True
     assert net.config.dropout != 0.4 and train_embedder.from_saved(ckpt).head[1].p == 0.4
+
+
+def test_sharpness_aware_gradients_are_taken_uphill_and_leave_weights_and_statistics_alone() -> None:
+    from train.sam import sharpness_aware_gradients
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1))
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+
+    def loss() -> torch.Tensor:
+        return (net(x) - y).pow(2).mean()
+
+    loss().backward()
+    plain = [p.grad.clone() for p in net.parameters()]
+    weights = [p.detach().clone() for p in net.parameters()]
+    stats = net[1].running_mean.clone()
+    rho = 0.1
+    sharpness_aware_gradients(net, rho, loss)
+    assert all(torch.equal(p, w) for p, w in zip(net.parameters(), weights))    # back at w
+    assert torch.equal(net[1].running_mean, stats)                              # the second pass not counted
+    assert net[1].momentum == 0.1
+    # the gradient now is the one at w + rho * g / |g|, computed by hand
+    norm = torch.norm(torch.stack([g.norm() for g in plain]))
+    uphill = copy.deepcopy(net)
+    with torch.no_grad():
+        for p, g in zip(uphill.parameters(), plain):
+            p.add_(rho * g / norm)
+    uphill.zero_grad()
+    (uphill(x) - y).pow(2).mean().backward()
+    assert all(torch.allclose(p.grad, q.grad, atol=1e-6) for p, q in zip(net.parameters(), uphill.parameters()))
+    assert not all(torch.allclose(p.grad, g) for p, g in zip(net.parameters(), plain))
+
+
+def test_sharpness_aware_run_trains_and_is_saved(tmp_path: Path) -> None:
+    from train import train_embedder
+
+    cache, start, net = synthetic_cache_and_start(tmp_path)
+    run = tmp_path / "run"
+    train_embedder.main(["--out", str(run), "--cache", str(cache), "--p", "4", "--k", "2", "--eval-every", "100",
+                         "--warmup", "1", "--threads", "1", "--input-size", "64", "--steps", "3", "--init",
+                         str(start), "--sam", "0.05"])
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    assert ckpt["step"] == 3 and float(ckpt["args"]["sam"]) == 0.05
+    assert not torch.equal(ckpt["model"]["head.3.weight"], net.state_dict()["head.3.weight"])

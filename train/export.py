@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> None:
                            "weight_average_decay": float(train_args.get("ema", 0.0)),
                            "head_dropout": config.dropout,
                            **({"lighting": "exposure, colour cast, side light and sensor noise varied"}
-                              if train_args.get("lighting") else {})},
+                              if train_args.get("lighting") else {}),
+                           **({"sharpness_aware_rho": float(train_args["sam"])} if train_args.get("sam") else {})},
         "weights": weights_note(which, soup) + " (the better of the two on the held-out people)" * ("ema" in ckpt),
         **({"weight_soup": {"runs": soup, "command": soup_command}} if soup else {}),
         "data": "CelebA (2,970 people) + FIW (2,378 people), LFW-disjoint; aligned with the MTCNN teacher's "

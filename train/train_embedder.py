@@ -18,7 +18,8 @@ negatives batch-hard mining needs). `--mirror-distill` pulls each single-pass em
 embedding that the `--init` weights (frozen) give the same augmented crop: the teacher is the product's own
 two-pass output, so one pass can learn to do what two did. `--erase` blanks a random rectangle of some photos,
 `--lighting` varies exposure, colour cast, side light and noise, and `--dropout` sets the head's dropout
-(regularisers for runs longer than the training people bear without them); `--ema` keeps the weight average that
+(regularisers for runs longer than the training people bear without them), `--sam` steps with the gradient at the
+worst nearby weights (sharpness-aware minimisation, towards flat minima); `--ema` keeps the weight average that
 is validated and shipped. Checkpoints every few minutes; `--resume` continues a run, `--init` starts from existing
 weights (e.g. the shipped model).
 """
@@ -42,6 +43,7 @@ from train.face_data import FaceSet, PKSampler, centre_teacher, family_groups, l
 from train.schedule import learning_rate
 from train.losses import (CENTRE_MARGIN, CENTRE_SCALE, centre_softmax_loss, contrastive_loss, distillation_loss,
                           relational_loss, triplet_loss, update_centres)
+from train.sam import sharpness_aware_gradients
 from train.teacher_mixes import load_bank
 
 
@@ -78,6 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dropout", type=float, default=None,
                    help="dropout before the head's linear layer (default: the --init weights' own, else %g)"
                         % EmbedderConfig.dropout)
+    p.add_argument("--sam", type=float, default=0.0,
+                   help="sharpness-aware minimisation: step with the gradient at the weights moved this far (rho) "
+                        "uphill; costs a second pass per step (0 = off)")
     p.add_argument("--ema", type=float, default=0.0,
                    help="keep an exponential moving average of the weights with this decay (e.g. 0.999; 0 = off); "
                         "validation, checkpoints' `ema` and the export use the average")
@@ -303,45 +308,49 @@ def main(argv: list[str] | None = None) -> None:
         x = augment(x, model.config.input_size, gen, args.erase, args.lighting)
         x = x.contiguous(memory_format=torch.channels_last)
         labels = torch.from_numpy(train_set.labels[idx])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-            features = model.features(x)
-        emb = F.normalize(features.float(), dim=1)  # normalise and compute the losses in fp32
-        real = emb[: len(idx)]  # the metric loss needs labels: blends have none
-        if args.loss == "triplet":
-            metric = triplet_loss(real, labels, args.margin, args.mining, memory if args.memory else None)
-        else:
-            metric = contrastive_loss(real, labels, args.margin)
+        mirror_target = None
+        if mirror_teacher is not None:
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                mirror_target = embed(mirror_teacher, x, mirror=True)
+
+        def batch_loss() -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+            """This batch's total loss, its parts, and the real photos' embeddings, at the model's current weights
+            (called twice per step with --sam: at the weights and at the perturbed weights)."""
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                features = model.features(x)
+            emb = F.normalize(features.float(), dim=1)  # normalise and compute the losses in fp32
+            real = emb[: len(idx)]  # the metric loss needs labels: blends have none
+            if args.loss == "triplet":
+                metric = triplet_loss(real, labels, args.margin, args.mining, memory if args.memory else None)
+            else:
+                metric = contrastive_loss(real, labels, args.margin)
+            parts = {"metric": metric, "distill": distillation_loss(emb, teacher, has_teacher),
+                     "relational": relational_loss(emb, teacher, has_teacher) if args.relational else torch.zeros(()),
+                     "centre": centre_softmax_loss(real, labels, centres) if centres is not None else torch.zeros(()),
+                     "mirror": (distillation_loss(emb, mirror_target, torch.ones(len(emb), dtype=torch.bool))
+                                if mirror_target is not None else torch.zeros(()))}
+            loss = (metric + args.distill * parts["distill"] + args.relational * parts["relational"]
+                    + args.centres * parts["centre"] + args.mirror_distill * parts["mirror"])
+            return loss, parts, real
+
+        loss, parts, real = batch_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if args.sam:
+            sharpness_aware_gradients(model, args.sam, lambda: batch_loss()[0])
+        opt.step()
         if args.memory:
             memory = (torch.cat([memory[0], real.detach()])[-args.memory:],
                       torch.cat([memory[1], labels])[-args.memory:])
-        distill = distillation_loss(emb, teacher, has_teacher)
-        relational = relational_loss(emb, teacher, has_teacher) if args.relational else torch.zeros(())
-        mirror = torch.zeros(())
-        if mirror_teacher is not None:
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-                target = embed(mirror_teacher, x, mirror=True)
-            mirror = distillation_loss(emb, target, torch.ones(len(emb), dtype=torch.bool))
-        centre = torch.zeros(())
-        if centres is not None:
-            centre = centre_softmax_loss(real, labels, centres)
-        loss = (metric + args.distill * distill + args.relational * relational + args.centres * centre
-                + args.mirror_distill * mirror)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
         if centres is not None:  # after backward: the loss's graph holds the centres it compared against
             update_centres(centres, real, labels)
         if ema is not None:
             update_ema(ema, model, args.ema)
         step += 1
         finished = step >= args.steps or (args.minutes > 0 and elapsed >= args.minutes * 60)
-        loss, metric, distill, relational, centre, mirror = (
-            t.detach() for t in (loss, metric, distill, relational, centre, mirror))
         with torch.no_grad():
             spread = float(torch.pdist(real[:: args.k]).mean())  # collapse guard: → 0 if everything collapses
-        window.append({"loss": float(loss), "metric": float(metric), "distill": float(distill),
-                       "relational": float(relational), "centre": float(centre), "mirror": float(mirror),
-                       "spread": spread})
+        window.append({"loss": float(loss), **{k: float(v) for k, v in parts.items()}, "spread": spread})
         if step % 25 == 0:
             mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
             rate = len(window) * len(idx) / (time.time() - t0)  # the window is shorter right after --resume
