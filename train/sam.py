@@ -30,8 +30,8 @@ def frozen_batchnorm_statistics(model: torch.nn.Module) -> Iterator[None]:
             m.momentum = momentum
 
 
-def sharpness_aware_gradients(model: torch.nn.Module, rho: float, loss_at_current_weights: Callable[[], torch.Tensor]
-                              ) -> None:
+def sharpness_aware_gradients(model: torch.nn.Module, rho: float,
+                              loss_at_current_weights: Callable[[], torch.Tensor]) -> None:
     """Replace the gradients already in `model` (∇L at w) with ∇L at w + ρ·∇L/‖∇L‖, and leave the weights at w.
 
     `loss_at_current_weights` recomputes the same batch's loss (same inputs, same augmentation) with whatever

@@ -350,7 +350,8 @@ def main(argv: list[str] | None = None) -> None:
         finished = step >= args.steps or (args.minutes > 0 and elapsed >= args.minutes * 60)
         with torch.no_grad():
             spread = float(torch.pdist(real[:: args.k]).mean())  # collapse guard: → 0 if everything collapses
-        window.append({"loss": float(loss), **{k: float(v) for k, v in parts.items()}, "spread": spread})
+        window.append({"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()},
+                       "spread": spread})
         if step % 25 == 0:
             mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
             rate = len(window) * len(idx) / (time.time() - t0)  # the window is shorter right after --resume
