@@ -530,3 +530,16 @@ def test_sharpness_aware_run_trains_and_is_saved(tmp_path: Path) -> None:
     ckpt = torch.load(run / "last.pt", weights_only=False)
     assert ckpt["step"] == 3 and float(ckpt["args"]["sam"]) == 0.05
     assert not torch.equal(ckpt["model"]["head.3.weight"], net.state_dict()["head.3.weight"])
+
+
+def test_mirror_loss_trains_the_two_pass_embedding_and_is_saved(tmp_path: Path) -> None:
+    from train import train_embedder
+
+    cache, start, net = synthetic_cache_and_start(tmp_path)
+    run = tmp_path / "run"
+    train_embedder.main(["--out", str(run), "--cache", str(cache), "--p", "4", "--k", "2", "--eval-every", "100",
+                         "--warmup", "1", "--threads", "1", "--input-size", "64", "--steps", "3", "--init",
+                         str(start), "--mirror-loss"])
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    assert ckpt["step"] == 3 and ckpt["args"]["mirror_loss"] is True
+    assert not torch.equal(ckpt["model"]["head.3.weight"], net.state_dict()["head.3.weight"])

@@ -267,6 +267,8 @@ def main(argv: list[str] | None = None) -> None:
                            **({"lighting": "exposure, colour cast, side light and sensor noise varied"}
                               if train_args.get("lighting") else {}),
                            **({"sharpness_aware_rho": float(train_args["sam"])} if train_args.get("sam") else {})},
+        **({"mirror_loss": "every loss computed on the normalised sum of each crop's and its mirror image's "
+                           "embeddings, as the product embeds"} if train_args.get("mirror_loss") else {}),
         "weights": weights_note(which, soup) + " (the better of the two on the held-out people)" * ("ema" in ckpt),
         **({"weight_soup": {"runs": soup, "command": soup_command}} if soup else {}),
         "data": "CelebA (2,970 people) + FIW (2,378 people), LFW-disjoint; aligned with the MTCNN teacher's "

@@ -19,7 +19,8 @@ embedding that the `--init` weights (frozen) give the same augmented crop: the t
 two-pass output, so one pass can learn to do what two did. `--erase` blanks a random rectangle of some photos,
 `--lighting` varies exposure, colour cast, side light and noise, and `--dropout` sets the head's dropout
 (regularisers for runs longer than the training people bear without them), `--sam` steps with the gradient at the
-worst nearby weights (sharpness-aware minimisation, towards flat minima); `--ema` keeps the weight average that
+worst nearby weights (sharpness-aware minimisation, towards flat minima), `--mirror-loss` trains the two-pass
+embedding the product computes instead of a single pass; `--ema` keeps the weight average that
 is validated and shipped. Checkpoints every few minutes; `--resume` continues a run, `--init` starts from existing
 weights (e.g. the shipped model).
 """
@@ -74,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mirror-distill", type=float, default=0.0,
                    help="weight of self-distillation towards the --init weights' mirror-averaged embedding of the "
                         "same augmented crop (frozen teacher; 0 = off)")
+    p.add_argument("--mirror-loss", action="store_true",
+                   help="compute every loss on the embedding the product uses, the normalised sum of the crop's and "
+                        "its mirror image's (two passes per step)")
     p.add_argument("--erase", type=float, default=0.0, help="share of photos with a random rectangle blanked out")
     p.add_argument("--lighting", action="store_true",
                    help="also vary exposure (gamma), colour cast, light from one side and sensor noise")
@@ -317,8 +321,10 @@ def main(argv: list[str] | None = None) -> None:
             """This batch's total loss, its parts, and the real photos' embeddings, at the model's current weights
             (called twice per step with --sam: at the weights and at the perturbed weights)."""
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-                features = model.features(x)
+                features = model.features(torch.cat([x, torch.flip(x, dims=[3])]) if args.mirror_loss else x)
             emb = F.normalize(features.float(), dim=1)  # normalise and compute the losses in fp32
+            if args.mirror_loss:  # the product's embedding: the normalised sum of the crop's and its mirror's
+                emb = F.normalize(emb[: len(x)] + emb[len(x):], dim=1)
             real = emb[: len(idx)]  # the metric loss needs labels: blends have none
             if args.loss == "triplet":
                 metric = triplet_loss(real, labels, args.margin, args.mining, memory if args.memory else None)
