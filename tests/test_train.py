@@ -533,9 +533,18 @@ def test_sharpness_aware_run_trains_and_is_saved(tmp_path: Path) -> None:
 
 
 def test_mirror_loss_trains_the_two_pass_embedding_and_is_saved(tmp_path: Path) -> None:
+    from embedder.model import embed
     from train import train_embedder
 
     cache, start, net = synthetic_cache_and_start(tmp_path)
+    x = torch.rand(3, 3, 64, 64)
+    net.eval()
+    with torch.no_grad():
+        assert torch.allclose(train_embedder.training_embedding(net, x, True), embed(net, x, mirror=True), atol=1e-6)
+        assert torch.allclose(train_embedder.training_embedding(net, x, False), embed(net, x, mirror=False),
+                              atol=1e-6)
+        assert not torch.allclose(train_embedder.training_embedding(net, x, True), embed(net, x, mirror=False),
+                                  atol=1e-3)
     run = tmp_path / "run"
     train_embedder.main(["--out", str(run), "--cache", str(cache), "--p", "4", "--k", "2", "--eval-every", "100",
                          "--warmup", "1", "--threads", "1", "--input-size", "64", "--steps", "3", "--init",

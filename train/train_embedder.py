@@ -215,6 +215,14 @@ def set_dropout(model: EmbeddingNet, rate: float) -> None:
             layer.p = rate
 
 
+def training_embedding(model: EmbeddingNet, x: torch.Tensor, mirror: bool) -> torch.Tensor:
+    """The unit vectors the losses see, in float32: one pass, or with `mirror` the product's own embedding (the
+    normalised sum of the crop's and its mirror image's), so training optimises what users get."""
+    features = model.features(torch.cat([x, torch.flip(x, dims=[3])]) if mirror else x)
+    emb = F.normalize(features.float(), dim=1)  # normalise and compute the losses in fp32
+    return F.normalize(emb[: len(x)] + emb[len(x):], dim=1) if mirror else emb
+
+
 @torch.no_grad()
 def update_ema(ema: EmbeddingNet, model: EmbeddingNet, decay: float) -> None:
     """ema ← decay·ema + (1 − decay)·model, for weights and BatchNorm statistics alike."""
@@ -321,10 +329,7 @@ def main(argv: list[str] | None = None) -> None:
             """This batch's total loss, its parts, and the real photos' embeddings, at the model's current weights
             (called twice per step with --sam: at the weights and at the perturbed weights)."""
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-                features = model.features(torch.cat([x, torch.flip(x, dims=[3])]) if args.mirror_loss else x)
-            emb = F.normalize(features.float(), dim=1)  # normalise and compute the losses in fp32
-            if args.mirror_loss:  # the product's embedding: the normalised sum of the crop's and its mirror's
-                emb = F.normalize(emb[: len(x)] + emb[len(x):], dim=1)
+                emb = training_embedding(model, x, args.mirror_loss)
             real = emb[: len(idx)]  # the metric loss needs labels: blends have none
             if args.loss == "triplet":
                 metric = triplet_loss(real, labels, args.margin, args.mining, memory if args.memory else None)
