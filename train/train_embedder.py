@@ -20,9 +20,9 @@ two-pass output, so one pass can learn to do what two did. `--erase` blanks a ra
 `--lighting` varies exposure, colour cast, side light and noise, and `--dropout` sets the head's dropout
 (regularisers for runs longer than the training people bear without them), `--sam` steps with the gradient at the
 worst nearby weights (sharpness-aware minimisation, towards flat minima), `--mirror-loss` trains the two-pass
-embedding the product computes instead of a single pass; `--ema` keeps the weight average that
-is validated and shipped. Checkpoints every few minutes; `--resume` continues a run, `--init` starts from existing
-weights (e.g. the shipped model).
+embedding the product computes instead of a single pass; `--ema` keeps the weight average that is validated and
+shipped. Checkpoints every few minutes; `--resume` continues a run, `--init` starts from existing weights (e.g. the
+shipped model).
 """
 from __future__ import annotations
 
