@@ -114,9 +114,15 @@ def embed(model: nn.Module, x: torch.Tensor, mirror: bool = True) -> torch.Tenso
     light came from), crops and mirrors in one batch, which on one CPU thread costs ~1.3× a single pass rather
     than 2×. `model` is an `EmbeddingNet` or its int8 form (`embedder.int8.Int8EmbeddingNet`). One function for
     the product and the evaluation, so held-out numbers measure exactly what users get."""
-    n = len(x)
     out = model(torch.cat([x, torch.flip(x, dims=[3])]) if mirror else x).float()
-    return F.normalize(out[:n] + out[n:], dim=1) if mirror else out
+    return mirror_sum(out) if mirror else out
+
+
+def mirror_sum(out: torch.Tensor) -> torch.Tensor:
+    """(2N, dim) unit vectors of N crops followed by their N mirror images → (N, dim): the normalised sum of each
+    pair. The product's rule, shared with training (`--mirror-loss`) so both combine the two passes alike."""
+    n = len(out) // 2
+    return F.normalize(out[:n] + out[n:], dim=1)
 
 
 def from_saved(saved: dict) -> EmbeddingNet:

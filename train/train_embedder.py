@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from embedder.model import EmbedderConfig, EmbeddingNet, count_parameters, embed, from_saved
+from embedder.model import EmbedderConfig, EmbeddingNet, count_parameters, embed, from_saved, mirror_sum
 from train.augment import augment
 from train.evaluate import embed_array, verification_report
 from train.face_data import FaceSet, PKSampler, centre_teacher, family_groups, load_training_faces
@@ -220,7 +220,7 @@ def training_embedding(model: EmbeddingNet, x: torch.Tensor, mirror: bool) -> to
     normalised sum of the crop's and its mirror image's), so training optimises what users get."""
     features = model.features(torch.cat([x, torch.flip(x, dims=[3])]) if mirror else x)
     emb = F.normalize(features.float(), dim=1)  # normalise and compute the losses in fp32
-    return F.normalize(emb[: len(x)] + emb[len(x):], dim=1) if mirror else emb
+    return mirror_sum(emb) if mirror else emb
 
 
 @torch.no_grad()
