@@ -1,6 +1,6 @@
 """Cold-start time of the CLI, measured as a user meets it: a fresh process each time.
 
-    python benchmarks/cold_start.py [--photo PATH] [--runs 5]
+    python -m benchmarks.cold_start [--photo PATH] [--runs 5]
 
 Reports the median wall time of `oneshot --help` (imports only: must stay fast, no torch) and of
 `oneshot identify PHOTO` against an empty gallery (process start, model loading, detection, embedding).
@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.machine import cpu_name
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from benchmarks.machine import cpu_name  # noqa: E402
 
 
 def timed(cmd: list[str], env: dict[str, str], runs: int, ok_codes: tuple[int, ...]) -> float:
@@ -49,7 +49,7 @@ def main() -> None:
         root = data_root()
         if root is None:
             sys.exit("give --photo PATH (no datasets found for a default photo)")
-        photo = root / "lfw" / "images" / "AJ_Cook" / "AJ_Cook_0001.jpg"
+        photo = root / "celeba-wild" / "images" / "7201" / "001085.jpg"
     exe = shutil.which("oneshot") or sys.exit("the `oneshot` console script is not installed")
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "ONESHOT_HOME": home}

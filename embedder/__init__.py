@@ -8,7 +8,7 @@ from typing import Any
 
 _API = {
     "Face", "PhotoError", "load_photo", "detect_faces", "face_locations", "face_landmarks", "aligned_faces",
-    "face_embeddings", "model_card", "model_id",
+    "face_embeddings", "enrolment_problem", "model_card", "model_id", "distance",
 }
 
 

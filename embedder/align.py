@@ -1,4 +1,4 @@
-"""Alignment: map a face's 5 landmarks onto a fixed 112×112 template with a similarity transform.
+"""Alignment: map a face's 5 landmarks onto the embedder's 128×128 template with a similarity transform.
 
 The embedder is trained and run on exactly these crops, so training (`train/`) and the application share this
 module: any change here changes what the network sees.
@@ -10,18 +10,21 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-# Where the 5 landmarks land in a 112×112 crop (eyes, nose, mouth corners; image-left first). These are the
-# widely used ArcFace/InsightFace template coordinates for 112×112 crops.
-TEMPLATE_112 = np.array(
+# Where the 5 landmarks land in the embedder's 128×128 input (eyes, nose, mouth corners; image-left first): the
+# convention face-reidentification-retail-0095 was trained with (the Open Model Zoo demo's), i.e. the familiar
+# five-point template of 96×112 crops stretched to the square (x · 128/96, y · 128/112).
+TEMPLATE_96x112 = np.array(
     [
-        [38.2946, 51.6963],
-        [73.5318, 51.5014],
-        [56.0252, 71.7366],
-        [41.5493, 92.3655],
-        [70.7299, 92.2041],
+        [30.2946, 51.6963],
+        [65.5318, 51.5014],
+        [48.0252, 71.7366],
+        [33.5493, 92.3655],
+        [62.7299, 92.2041],
     ],
     dtype=np.float64,
 )
+TEMPLATE_128 = TEMPLATE_96x112 * np.array([128.0 / 96.0, 128.0 / 112.0])
+CROP_SIZE = 128
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -44,10 +47,10 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def align_face(
-    image: Image.Image, landmarks: Sequence[Sequence[float]], size: int = 112
+    image: Image.Image, landmarks: Sequence[Sequence[float]], size: int = CROP_SIZE
 ) -> Image.Image:
     """Warp `image` so that `landmarks` (5 × (x, y)) land on the template; returns a size×size RGB crop."""
-    template = TEMPLATE_112 * (size / 112.0)
+    template = TEMPLATE_128 * (size / CROP_SIZE)
     points = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
     matrix = similarity_transform(points, template)
     scale = float(np.hypot(matrix[0, 0], matrix[1, 0]))

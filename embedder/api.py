@@ -29,84 +29,66 @@ EMBEDDER_CARD = WEIGHTS_DIR / "embedder.json"
 
 __all__ = [
     "Face", "PhotoError", "load_photo", "detect_faces", "face_locations", "face_landmarks", "aligned_faces",
-    "face_embeddings", "product_precision", "model_card", "model_id",
+    "face_embeddings", "enrolment_problem", "model_card", "model_id", "distance",
 ]
 
 _lock = threading.Lock()
 
 
 def detect_faces(image: "Image.Image") -> list[Face]:
-    """Every face in the photo (box, score, 5 landmarks), largest first."""
+    """Every face in the photo (box, score, 5 landmarks), the photo's main face first (`detector.main_face_first`)."""
     from embedder.detector import detect_faces as _detect
 
     return _detect(image)
 
 
 def face_locations(image: "Image.Image") -> list[tuple[float, float, float, float]]:
-    """Face boxes (x1, y1, x2, y2), largest first."""
+    """Face boxes (x1, y1, x2, y2), main face first."""
     return [face.box for face in detect_faces(image)]
 
 
 def face_landmarks(image: "Image.Image") -> list[tuple[tuple[float, float], ...]]:
-    """The 5 landmarks of every face, largest first."""
+    """The 5 landmarks of every face, main face first."""
     return [face.landmarks for face in detect_faces(image)]
 
 
 def aligned_faces(image: "Image.Image", faces: Sequence[Face]) -> list["Image.Image"]:
-    """112×112 crops with the landmarks on the template: exactly what the embedder was trained on."""
+    """128×128 crops with the landmarks on the template: exactly what the embedder was trained on."""
     return [align_face(image, face.landmarks) for face in faces]
 
 
-@lru_cache(maxsize=2)
-def _embedder(precision: str) -> "torch.nn.Module":
-    """The shipped network, loaded once per process and precision: "float32" (BatchNorm folded, channels-last) or
-    "int8" (`embedder.int8`, rebuilt from the same weights and the activation ranges shipped beside them)."""
+def enrolment_problem(image: "Image.Image", face: Face) -> str | None:
+    """Why `face` is no good reference photo (too small, blurred, turned away), or None (`embedder.quality`)."""
+    from embedder.quality import enrolment_problem as problem
+
+    return problem(image, face)
+
+
+@lru_cache(maxsize=1)
+def embedder_net() -> "torch.nn.Module":
+    """The shipped embedding network, loaded on first use, once per process."""
     import torch
 
-    from embedder.fuse import fuse_batchnorms
-    from embedder.model import from_saved
+    from embedder.detector import load_weights
+    from embedder.model import FaceEmbeddingNet
 
     with _lock:
-        net = from_saved(torch.load(EMBEDDER_WEIGHTS, map_location="cpu", weights_only=True)).eval()
-        if precision == "int8":
-            from embedder import int8
-
-            shipped = torch.load(int8.ranges_path(EMBEDDER_WEIGHTS), map_location="cpu", weights_only=True)
-            if shipped.get("model_id") != weights_digest():
-                raise RuntimeError("the int8 ranges were measured for other weights: "
-                                   "run `python -m train.export --recalibrate`")
-            return int8.quantize(net, shipped["ranges"])
-        # channels-last (NHWC) weights: the CPU convolutions run faster on one thread in that layout (1.23x by
-        # median, side by side: benchmarks/memory_layout.py), and the photos' pixels are NHWC already
-        return fuse_batchnorms(net).to(memory_format=torch.channels_last)
+        config = torch.load(EMBEDDER_WEIGHTS, map_location="cpu", weights_only=True).get("config", {})
+        return load_weights(FaceEmbeddingNet(**config), EMBEDDER_WEIGHTS)
 
 
-def product_precision() -> str:
-    """int8 wherever torch has the x86 int8 kernels (`embedder.int8`: the same weights, 1.5–1.7x faster per face on
-    one thread, held-out accuracy within 0.3 points, benchmarks/int8.py); float32 elsewhere (e.g. ARM builds)."""
-    from embedder import int8
-
-    return "int8" if int8.supported() else "float32"
-
-
-def face_embeddings(crops: Sequence["Image.Image"], precision: str | None = None) -> np.ndarray:
-    """Aligned crops → (n, dim) float32 unit vectors.
-
-    Each vector is the normalised sum of the crop's and its mirror image's embeddings (`embedder.model.embed`).
-    `precision` defaults to `product_precision()`; benchmarks and tests set "float32" or "int8" to compare them.
-    """
+def face_embeddings(crops: Sequence["Image.Image"]) -> np.ndarray:
+    """Aligned crops → (n, dim) float32 unit vectors."""
     import torch
 
+    from embedder.detector import bgr_tensor
     from embedder.model import embed
 
-    model = _embedder(precision or product_precision())
     if not crops:
-        return np.zeros((0, model.config.dim), dtype=np.float32)
-    x = torch.from_numpy(np.stack([np.asarray(c.convert("RGB"), dtype=np.uint8) for c in crops]))
-    # the permuted HWC array is a channels-last NCHW tensor: the layout the network's weights are in
-    x = x.permute(0, 3, 1, 2).float().div_(255)
+        return np.zeros((0, embedder_net().dim), dtype=np.float32)
+    pixels = np.stack([np.asarray(c.convert("RGB"), dtype=np.uint8) for c in crops])
     with torch.inference_mode():
-        return embed(model, x).numpy()
+        return embed(embedder_net(), bgr_tensor(pixels)).numpy()
 
 
 @lru_cache(maxsize=1)
@@ -123,3 +105,12 @@ def model_id() -> str:
 def weights_digest(path: Path = EMBEDDER_WEIGHTS) -> str:
     """Short content hash of a weights file (the model id written into the card at export)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distance between unit vectors (0..2), row by row: the one distance the whole product compares by.
+
+    For unit vectors it equals sqrt(2 − 2·cosine); computed from the cosine so it also works on (n, d) × (d,).
+    """
+    cosine = np.clip(np.sum(np.asarray(a, np.float64) * np.asarray(b, np.float64), axis=-1), -1.0, 1.0)
+    return np.sqrt(np.maximum(2.0 - 2.0 * cosine, 0.0))

@@ -1,21 +1,17 @@
-"""Face detection: photo → faces (box, score, 5 landmarks) with our own small network, no download, no dlib.
+"""Face detection: photo → faces (box, score, 5 landmarks), main face first.
 
-The photo is resized so its long side is the working size (`detector.json` → `working_size`; plus a small coarse
-pass for faces that fill much of the frame, see `run_detector`) and padded to a multiple of 32; the network (`embedder.detector_net`) predicts, per cell of three levels, a face-centre score, a
-box and landmarks; local maxima above the score threshold are decoded, merged with `torchvision.ops.nms`, and
-mapped back to the photo's pixels. The threshold was chosen on held-out composed scenes (see the card). The
-landmarks then come from a small dedicated network (`embedder.landmark_net`, weights `landmarks.pt`) that looks at
-a square crop around each detected box (`landmark_net_refine`).
+Two ported Open Model Zoo networks (Apache-2.0): the SSD detector (`embedder.detector_net`) reads the whole photo
+resized to 300×300, and the landmark network (`embedder.landmark_net`) reads a crop around each box. Boxes above
+`MIN_SCORE` survive; which one is *the* face of the photo is decided by `main_face_first`.
 
 Nothing heavy happens at import: torch and the weights load on the first call, once per process.
 """
 from __future__ import annotations
 
-import json
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -25,234 +21,135 @@ from embedder.types import Face
 
 if TYPE_CHECKING:
     import torch
-
-    from embedder.detector_net import FaceDetectorNet
-    from embedder.landmark_net import LandmarkNet
+    from torch import nn
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DETECTOR_WEIGHTS = WEIGHTS_DIR / "detector.pt"
-DETECTOR_CARD = WEIGHTS_DIR / "detector.json"
 LANDMARK_WEIGHTS = WEIGHTS_DIR / "landmarks.pt"
 
-# How a photo is scanned and its landmarks refined: two passes at 320 + 160 px, then the landmark network
-# (`refine`). Chosen as the cheapest scan that kept LFW main-face recall ≥ 99.5 % and held-out scene recall ≥ 95 %
-# on samples; the full measurement (`python -m benchmarks.detector`, benchmarks/results/detector.json): LFW
-# recall 99.86 %, landmark error 0.039, 18.1 ms per 640×480 photo on one thread (5.1× faster than MTCNN).
-DEFAULT_INFERENCE: dict[str, Any] = {"working_size": 320, "coarse_size": 160, "split_fraction": 0.35,
-                                     "refine": True, "score_threshold": 0.4, "nms_iou": 0.4, "max_faces": 100}
-# What the weights file's "inference" entry may override: the values its export calibrated on held-out scenes.
-# (Scan sizes and refinement are chosen above, so a newer landmark stage does not require re-exporting detector.pt.)
-CALIBRATED_KEYS = ("score_threshold", "nms_iou", "max_faces")
-
-# A cheaper mode: one 320 px pass (misses some faces filling most of the frame: 99.49 % LFW recall),
-# still with the landmark network, which costs a few ms. For video frames or bulk scans, not for enrolment photos.
-FAST_INFERENCE: dict[str, Any] = {"working_size": 320, "coarse_size": 0}
+# Detections below this probability are dropped. Chosen on celeba-wild's photos (benchmarks/detector.py): the
+# lowest value at which false detections per photo stay rare while every labelled face is still found.
+MIN_SCORE = 0.5
+# A face counts as a main-face candidate when its score is within this much of the best one: of those, the largest
+# wins. A bag or an arm that the detector half-believes in (score well below the real face's) can then never win on
+# size alone, while of two confident faces the one nearer the camera (larger) is the photo's subject.
+MAIN_FACE_SCORE_MARGIN = 0.15
+MAX_FACES = 100
 
 _lock = threading.Lock()
 
 
-@lru_cache(maxsize=1)
-def _load() -> tuple["FaceDetectorNet", dict[str, Any]]:
+def load_weights(module: "nn.Module", path: Path) -> "nn.Module":
+    """Float16 weights as saved by `train.convert_openvino` (or fine-tuning) → the module in eval mode, float32."""
     import torch
 
-    from embedder.detector_net import DetectorConfig, FaceDetectorNet
-
-    with _lock:
-        saved = torch.load(DETECTOR_WEIGHTS, map_location="cpu", weights_only=True)
-        model = FaceDetectorNet(DetectorConfig.from_dict(saved["config"]))
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved["model"].items()})
-        calibrated = json.loads(saved.get("inference", "{}"))
-        settings = {**DEFAULT_INFERENCE, **{k: v for k, v in calibrated.items() if k in CALIBRATED_KEYS}}
-        return _for_cpu_inference(model), settings
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    module.load_state_dict({k: v.float() for k, v in saved["model"].items()})
+    return module.eval()
 
 
 @lru_cache(maxsize=1)
-def _load_landmarks() -> "LandmarkNet":
-    """The landmark network (`embedder.landmark_net`), loaded on first use, once per process."""
-    import torch
-
-    from embedder.landmark_net import LandmarkConfig, LandmarkNet
+def detector_net() -> "nn.Module":
+    """The detector, loaded on first use, once per process."""
+    from embedder.detector_net import FaceDetectorNet
 
     with _lock:
-        saved = torch.load(LANDMARK_WEIGHTS, map_location="cpu", weights_only=True)
-        model = LandmarkNet(LandmarkConfig.from_dict(saved["config"]))
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved["model"].items()})
-        return _for_cpu_inference(model)
+        return load_weights(FaceDetectorNet(), DETECTOR_WEIGHTS)
 
 
-def _for_cpu_inference(model: "torch.nn.Module") -> "torch.nn.Module":
-    """BatchNorm folded into the convolutions and channels-last weights: oneDNN's CPU convolutions run ~25 %
-    faster on NHWC tensors (inputs are converted in `prepare` and `landmark_net_refine`)."""
+@lru_cache(maxsize=1)
+def landmark_net() -> "nn.Module":
+    """The landmark network, loaded on first use, once per process."""
+    from embedder.landmark_net import LandmarkNet
+
+    with _lock:
+        return load_weights(LandmarkNet(), LANDMARK_WEIGHTS)
+
+
+@lru_cache(maxsize=1)
+def _priors() -> "torch.Tensor":
+    from embedder.detector_net import prior_boxes
+
+    return prior_boxes()
+
+
+def bgr_tensor(pixels: np.ndarray) -> "torch.Tensor":
+    """(N, H, W, 3) uint8 RGB → (N, 3, H, W) float BGR in 0–255: the input convention of all three networks."""
     import torch
 
-    from embedder.fuse import fuse_batchnorms
-
-    return fuse_batchnorms(model.eval()).to(memory_format=torch.channels_last)
+    return torch.from_numpy(np.ascontiguousarray(pixels[..., ::-1])).permute(0, 3, 1, 2).float()
 
 
-def detector_settings() -> dict[str, Any]:
-    """Working size, score threshold and NMS overlap used by `detect_faces` (from the shipped weights)."""
-    return dict(_load()[1])
+def detect_faces(image: Image.Image, min_score: float = MIN_SCORE) -> list[Face]:
+    """Every face in the photo with its 5 landmarks, the main face first (`main_face_first`)."""
+    boxes, scores = find_boxes(image, min_score)
+    if len(boxes) == 0:
+        return []
+    marks = locate_landmarks(image, boxes)
+    faces = [Face(box=tuple(float(v) for v in box), score=float(score),  # type: ignore[arg-type]
+                  landmarks=tuple((float(x), float(y)) for x, y in points))
+             for box, score, points in zip(boxes, scores, marks)]
+    return main_face_first(faces)
 
 
-def prepare(image: Image.Image, working_size: int) -> tuple["torch.Tensor", float]:
-    """Resize so the long side is `working_size`, pad right/bottom to a multiple of 32 → (1,3,H,W), scale."""
+def find_boxes(image: Image.Image, min_score: float = MIN_SCORE) -> tuple[np.ndarray, np.ndarray]:
+    """Face boxes (n, 4) in photo pixels, clipped to the photo, and their probabilities (n,), most probable first."""
     import torch
 
-    image = to_rgb(image)
-    w, h = image.size
-    scale = working_size / max(w, h, 1)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = image.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    pw, ph = -(-nw // 32) * 32, -(-nh // 32) * 32
-    x = torch.full((1, ph, pw, 3), 0.5)
-    x[0, :nh, :nw] = torch.from_numpy(np.array(resized, dtype=np.uint8)).float().div_(255)
-    return x.permute(0, 3, 1, 2), scale  # NHWC memory seen as NCHW: the channels-last layout, without a copy
+    from embedder.detector_net import INPUT_SIZE, decode_detections
 
-
-def downscale(x: "torch.Tensor", scale: float, factor: float) -> tuple["torch.Tensor", float]:
-    """A prepared tensor → the same photo at `factor` (< 1) of its size, padded to a multiple of 32 again.
-
-    Box-averages the already resized pixels (area interpolation), which is ~4× cheaper than resizing the photo
-    a second time with Pillow and, for the 2:1 coarse pass, gives the same pixels up to rounding.
-    """
-    import torch
-    from torch.nn import functional as F
-
-    small = F.interpolate(x, scale_factor=factor, mode="area")
-    h, w = small.shape[-2:]
-    pad = F.pad(small, (0, -(-w // 32) * 32 - w, 0, -(-h // 32) * 32 - h), value=0.5)
-    return pad.contiguous(memory_format=torch.channels_last), scale * factor
-
-
-def decode(outputs: list["torch.Tensor"], strides: tuple[int, ...], score_threshold: float, nms_iou: float,
-           max_faces: int = 100) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
-    """Network maps of ONE image → (boxes (n,4), scores (n,), landmarks (n,5,2)) in network-input pixels.
-
-    Inverse of the training targets (`train.train_detector.build_targets`): centre = cell + offset·stride,
-    size = exp(log size)·stride, landmark = cell + offset·box size. Only 3×3 local maxima of the score map are
-    decoded (each face peaks once per level); NMS then merges a face found on two levels.
-    """
-    import torch
-    from torch.nn import functional as F
-    from torchvision.ops import nms
-
-    boxes, scores, marks = [], [], []
-    for out, stride in zip(outputs, strides):
-        out = out[0]
-        score = torch.sigmoid(out[0])
-        peak = score == F.max_pool2d(score[None, None], 3, 1, 1)[0, 0]
-        ys, xs = torch.nonzero(peak & (score >= score_threshold), as_tuple=True)
-        if len(ys) == 0:
-            continue
-        if len(ys) > 4 * max_faces:
-            keep = score[ys, xs].topk(4 * max_faces).indices
-            ys, xs = ys[keep], xs[keep]
-        r = out[1:, ys, xs]  # (14, k)
-        px, py = (xs.float() + 0.5) * stride, (ys.float() + 0.5) * stride
-        cx, cy = px + r[0] * stride, py + r[1] * stride
-        w, h = torch.exp(r[2].clamp(max=8)) * stride, torch.exp(r[3].clamp(max=8)) * stride
-        boxes.append(torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1))
-        scores.append(score[ys, xs])
-        marks.append(torch.stack([px[:, None] + r[4::2].T * w[:, None], py[:, None] + r[5::2].T * h[:, None]], 2))
-    if not boxes:
-        return torch.zeros((0, 4)), torch.zeros((0,)), torch.zeros((0, 5, 2))
-    b, s, m = torch.cat(boxes), torch.cat(scores), torch.cat(marks)
-    keep = nms(b, s, nms_iou)[:max_faces]
-    return b[keep], s[keep], m[keep]
-
-
-def detect_faces(image: Image.Image, score_threshold: float | None = None, *, fast: bool = False) -> list[Face]:
-    """Every face in the photo, largest box first; coordinates in the photo's own pixels. No face → [].
-
-    `fast=True` trades some recall (faces filling the frame) for ~1.4× speed (`FAST_INFERENCE`)."""
-    model, settings = _load()
-    if fast:
-        settings = {**settings, **FAST_INFERENCE}
-    if score_threshold is not None:
-        settings = {**settings, "score_threshold": score_threshold}
-    return run_detector(model, settings, image)
-
-
-def run_detector(model: "FaceDetectorNet", settings: dict[str, Any], image: Image.Image) -> list[Face]:
-    """`detect_faces` with an explicit network and settings (training, calibration and benchmarks use this).
-
-    Two passes when `coarse_size` is set: the network is trained on faces up to ~250 px, so the full working size
-    reports faces smaller than `split_fraction` of the photo's long side and a small coarse pass (the working-size
-    tensor box-averaged down, `downscale`) reports the larger ones (a portrait or badge photo whose face fills the
-    frame); each pass keeps only the sizes it is good at (with a 15 % overlap band) and a final NMS merges the two.
-    """
-    import torch
-    from torchvision.ops import nms
-
-    passes = [(int(settings["working_size"]), 0.0, 1e9)]
-    if settings.get("coarse_size"):
-        passes[0] = (passes[0][0], 0.0, float(settings["split_fraction"]) * 1.15)
-        passes.append((int(settings["coarse_size"]), float(settings["split_fraction"]) / 1.15, 1e9))
-    long_side = max(image.size)
-    all_boxes, all_scores, all_marks = [], [], []
-    with torch.inference_mode():
-        full, full_scale = prepare(image, passes[0][0])
-        for size, lo, hi in passes:
-            x, scale = (full, full_scale) if size == passes[0][0] else downscale(full, full_scale, size / passes[0][0])
-            boxes, scores, marks = decode(model(x), model.config.strides, float(settings["score_threshold"]),
-                                          float(settings["nms_iou"]), int(settings["max_faces"]))
-            face = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / scale
-            keep = (face >= lo * long_side) & (face < hi * long_side)
-            all_boxes.append(boxes[keep] / scale)
-            all_scores.append(scores[keep])
-            all_marks.append(marks[keep] / scale)
-        boxes, scores, marks = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_marks)
-        if len(passes) > 1 and len(boxes):
-            keep = nms(boxes, scores, float(settings["nms_iou"]))[: int(settings["max_faces"])]
-            boxes, scores, marks = boxes[keep], scores[keep], marks[keep]
-        if settings.get("refine") and len(boxes):
-            marks = landmark_net_refine(_load_landmarks(), image, boxes)
-    faces = [
-        Face(box=tuple(b), score=float(s), landmarks=tuple((p[0], p[1]) for p in m))  # type: ignore[arg-type]
-        for b, s, m in zip(boxes.tolist(), scores.tolist(), marks.tolist())
-    ]
-    return sorted(faces, key=lambda f: f.area, reverse=True)
-
-
-def landmark_net_refine(net: "LandmarkNet", image: Image.Image, boxes: "torch.Tensor") -> "torch.Tensor":
-    """Landmarks (n, 5, 2) in photo pixels from the landmark network, one batched call for all faces.
-
-    Each box's square crop region (`landmark_net.crop_region`: box centre, side = margin × long side, snapped to
-    whole pixels) is cut from the photo and resized to the network's input (antialiased when shrinking, grey
-    beyond the photo's edge as in training). Crop units map back to pixels through the region actually cut.
-    (Averaging with a mirrored pass lowered the LFW landmark error only from 0.039 to 0.036 for ~2 ms per photo,
-    the difference between 4.5× and 5× MTCNN's speed, so it was dropped.)
-    """
-    import torch
-
-    from embedder.landmark_net import crop_region, to_photo
-
-    size, margin = net.config.input_size, net.config.margin
     rgb = to_rgb(image)
-    crops, regions = [], []
-    for cx0, cy0, side_f in crop_region(boxes.double().numpy(), margin).tolist():
-        side = max(2, round(side_f))
-        x0, y0 = round(cx0 + (side_f - side) / 2), round(cy0 + (side_f - side) / 2)
-        crop = rgb.crop((x0, y0, x0 + side, y0 + side)).resize((size, size), Image.Resampling.BILINEAR,
-                                                               reducing_gap=3.0)
-        crops.append(torch.from_numpy(np.array(crop, dtype=np.uint8)))
-        regions.append((x0, y0, side))
-    # NHWC stacked, then viewed as NCHW: already the channels-last layout the network runs fastest on.
-    x = torch.stack(crops).float().div_(255)
-    for i, (x0, y0, side) in enumerate(regions):
-        if x0 < 0 or y0 < 0 or x0 + side > rgb.width or y0 + side > rgb.height:
-            x[i] = torch.where(_inside_mask(x0, y0, side, size, rgb.size), x[i], 0.5)
-    x = x.permute(0, 3, 1, 2)
-    pred = net(x)
-    return to_photo(pred, torch.tensor(regions, dtype=torch.float32))
+    w, h = rgb.size
+    resized = rgb.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR)
+    with torch.inference_mode():
+        loc, prob = detector_net()(bgr_tensor(np.asarray(resized)[None]))
+        boxes, scores = decode_detections(loc[0], prob[0], _priors(), min_score, MAX_FACES)
+    boxes = boxes.numpy().astype(np.float64) * np.array([w, h, w, h])
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+    usable = (boxes[:, 2] - boxes[:, 0] >= 2) & (boxes[:, 3] - boxes[:, 1] >= 2)
+    return boxes[usable], scores.numpy().astype(np.float64)[usable]
 
 
-def _inside_mask(x0: float, y0: float, side: float, size: int, photo: tuple[int, int]) -> "torch.Tensor":
+def landmark_region(box: np.ndarray, photo_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The crop the landmark network reads: the box enlarged 1.15× about its centre, clipped to the photo."""
+    from embedder.landmark_net import BOX_ENLARGE
+
+    x1, y1, x2, y2 = box
+    cx, cy, half_w, half_h = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * BOX_ENLARGE / 2, (y2 - y1) * BOX_ENLARGE / 2
+    w, h = photo_size
+    left, top = max(0, int(round(cx - half_w))), max(0, int(round(cy - half_h)))
+    right, bottom = min(w, int(round(cx + half_w))), min(h, int(round(cy + half_h)))
+    return left, top, max(right, left + 1), max(bottom, top + 1)
+
+
+def locate_landmarks(image: Image.Image, boxes: np.ndarray) -> np.ndarray:
+    """(n, 5, 2) landmarks in photo pixels, one set per box (one batched pass of the landmark network)."""
     import torch
 
-    pos = (torch.arange(size) + 0.5) * side / size
-    xs, ys = x0 + pos, y0 + pos
-    inside_x = (xs >= 0) & (xs < photo[0])
-    inside_y = (ys >= 0) & (ys < photo[1])
-    return (inside_y[:, None] & inside_x[None, :])[..., None]
+    from embedder.landmark_net import INPUT_SIZE
+
+    rgb = to_rgb(image)
+    regions = [landmark_region(box, rgb.size) for box in boxes]
+    crops = np.stack([np.asarray(rgb.crop(r).resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR))
+                      for r in regions])
+    with torch.inference_mode():
+        fractions = landmark_net()(bgr_tensor(crops)).numpy().astype(np.float64)
+    origin = np.array([[r[0], r[1]] for r in regions], dtype=np.float64)[:, None]
+    size = np.array([[r[2] - r[0], r[3] - r[1]] for r in regions], dtype=np.float64)[:, None]
+    return origin + fractions * size
+
+
+def main_face_first(faces: list[Face]) -> list[Face]:
+    """The photo's subject first, then the others largest first.
+
+    The subject is the largest face among those scored within `MAIN_FACE_SCORE_MARGIN` of the most confident
+    one: never simply the largest box, which a half-believed arm, chest or bag could be.
+    """
+    if not faces:
+        return []
+    best = max(face.score for face in faces)
+    contenders = [face for face in faces if face.score >= best - MAIN_FACE_SCORE_MARGIN]
+    main = max(contenders, key=lambda face: face.area)
+    rest = sorted((face for face in faces if face is not main), key=lambda face: face.area, reverse=True)
+    return [main, *rest]

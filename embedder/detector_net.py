@@ -1,141 +1,123 @@
-"""The face detector network: a small single-stage, anchor-free (CenterNet-style) detector for the CPU.
+"""The face detector network: a torch port of Intel's face-detection-retail-0004 (SSD, SqueezeNet-light backbone).
 
-Why this shape:
-- Faces range from ~12 px to the whole working image, so there are three output levels (strides 8, 16, 32) fed
-  by a light top-down feature pyramid; each face is the responsibility of the level(s) whose scale range holds
-  its size (`LEVEL_RANGES`), so no level has to regress sizes spanning two orders of magnitude.
-- Anchor-free heads: per cell, one face-centre logit (trained as a Gaussian heat map), a box (centre offset and
-  log size in stride units) and 5 landmarks (offsets from the cell, in units of the box size). No anchors means
-  no anchor tuning and a trivially simple decoder.
-- The backbone is made of inverted-residual blocks (1×1 expand, depthwise k×k, 1×1 project) because depthwise
-  convolutions give a large receptive field for very few multiply-adds, which is what one CPU thread can afford;
-  the deepest stage uses 5×5 depthwise kernels so the stride-32 cells see whole large faces.
+Source: Open Model Zoo, `face-detection-retail-0004` (Apache-2.0; licence and notice in `embedder/weights/LICENSE`
+and `NOTICE`). `train/convert_openvino.py` reads the IR files into this module's state dict; tests/test_port.py
+checks it against the openvino runtime.
 
-The module only defines the network and its level layout (decoding lives in `embedder.detector.decode`, the
-matching training targets in `train.train_detector.build_targets`); it imports torch, so import it lazily.
+Input: (N, 3, 300, 300) BGR in 0–255, the whole photo resized. Output: per image, for each of the 19×19×9
+clustered prior boxes, 4 box offsets and a face probability; `decode_detections` turns them into boxes as
+fractions of the photo (the IR's PriorBoxClustered + DetectionOutput layers, written out in torch).
 """
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from embedder.model import count_parameters  # noqa: F401  (re-exported for train/ and tests)
+from embedder.layers import ChannelAffine, conv
 
-STRIDES: tuple[int, ...] = (8, 16, 32)
-# Face size (max side of the teacher's box, in network-input pixels) each level is trained on; the ranges
-# overlap so that a face near a boundary has two chances and NMS merges the duplicates.
-LEVEL_RANGES: tuple[tuple[float, float], ...] = ((0.0, 56.0), (40.0, 128.0), (96.0, 1e9))
-# Per cell: 1 score logit + 4 box values (dx, dy, log w, log h) + 10 landmark values.
-HEAD_OUTPUTS = 15
-
-
-@dataclass
-class DetectorConfig:
-    """Architecture hyper-parameters, stored in the weights file so inference rebuilds the same network."""
-
-    widths: tuple[int, ...] = (16, 24, 48, 96, 160)  # stem, stride 4, 8, 16, 32
-    depths: tuple[int, ...] = (1, 2, 2, 2)  # blocks at stride 4, 8, 16, 32
-    fpn_width: int = 64
-    head_depth: int = 2
-    expand: int = 2
-    strides: tuple[int, ...] = field(default=STRIDES)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DetectorConfig":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+INPUT_SIZE = 300
+GRID = 19                     # the single detection head reads a 19×19 map
+STEP = 16.0                   # prior centres: (cell + 0.5) · 16 px of the 300 px input
+# The 9 clustered prior boxes per cell, width × height in input pixels (from the IR's PriorBoxClustered layer).
+PRIOR_WIDTHS = (9.4, 25.1, 14.7, 34.7, 143.0, 77.4, 128.8, 51.1, 75.6)
+PRIOR_HEIGHTS = (15.0, 39.6, 25.5, 63.2, 227.5, 162.9, 124.5, 105.1, 72.6)
+VARIANCE = (0.1, 0.1, 0.2, 0.2)
+NMS_IOU = 0.45               # the IR's DetectionOutput settings
+TOP_K = 400
 
 
-def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(cout),
-    ]
-    if act:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
+class Fire(nn.Module):
+    """SqueezeNet's fire module: 1×1 squeeze, then 3×3 and 1×1 expands side by side (3×3 first in the output)."""
 
-
-class InvertedResidual(nn.Module):
-    """MobileNetV2 block: cheap depthwise spatial mixing between 1×1 channel mixes; residual when shapes allow."""
-
-    def __init__(self, cin: int, cout: int, stride: int, expand: int, k: int = 3) -> None:
+    def __init__(self, cin: int, squeeze: int, expand: int, stride: int = 1) -> None:
         super().__init__()
-        hidden = cin * expand
-        self.block = nn.Sequential(
-            conv_bn(cin, hidden, 1),
-            conv_bn(hidden, hidden, k, stride, groups=hidden),
-            conv_bn(hidden, cout, 1, act=False),
-        )
-        self.residual = stride == 1 and cin == cout
+        self.squeeze = nn.Conv2d(cin, squeeze, 1, stride)
+        self.expand3x3 = conv(squeeze, expand, 3)
+        self.expand1x1 = conv(squeeze, expand, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.block(x)
-        return x + y if self.residual else y
-
-
-class SeparableConv(nn.Module):
-    """Depthwise 3×3 + pointwise 1×1: a full 3×3 conv's receptive field at a fraction of the cost."""
-
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.dw = conv_bn(cin, cin, 3, groups=cin)
-        self.pw = conv_bn(cin, cout, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pw(self.dw(x))
+        x = F.relu(self.squeeze(x))
+        return torch.cat([F.relu(self.expand3x3(x)), F.relu(self.expand1x1(x))], 1)
 
 
 class FaceDetectorNet(nn.Module):
-    """Image (N, 3, H, W) in 0..1, H and W multiples of 32 → one (N, 15, H/s, W/s) map per stride s."""
+    """300×300 BGR photo → (box offsets (N, 3249, 4), face probability (N, 3249))."""
 
-    def __init__(self, config: DetectorConfig | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.config = config or DetectorConfig()
-        c = self.config
-        w0, w4, w8, w16, w32 = c.widths
-        self.stem = conv_bn(3, w0, 3, 2)
-        stages = []
-        cin = w0
-        for i, (cout, depth) in enumerate(zip((w4, w8, w16, w32), c.depths)):
-            k = 5 if i >= 2 else 3
-            blocks = [InvertedResidual(cin, cout, 2, c.expand, k)]
-            blocks += [InvertedResidual(cout, cout, 1, c.expand, k) for _ in range(depth - 1)]
-            stages.append(nn.Sequential(*blocks))
-            cin = cout
-        self.stages = nn.ModuleList(stages)
-        self.lateral = nn.ModuleList([conv_bn(ch, c.fpn_width, 1) for ch in (w8, w16, w32)])
-        self.smooth = nn.ModuleList([SeparableConv(c.fpn_width, c.fpn_width) for _ in range(3)])
-        # One head shared by all levels: a face looks the same at every scale once features are normalised,
-        # and sharing triples the training signal per head weight.
-        self.head = nn.Sequential(*[SeparableConv(c.fpn_width, c.fpn_width) for _ in range(c.head_depth)])
-        self.out = nn.Conv2d(c.fpn_width, HEAD_OUTPUTS, 1)
-        self.level_embed = nn.Parameter(torch.zeros(3, c.fpn_width, 1, 1))
-        nn.init.normal_(self.out.weight, std=0.01)
-        nn.init.zeros_(self.out.bias)
-        # Start the score near the face prior (~1 %), so the first steps are not spent unlearning false positives.
-        with torch.no_grad():
-            self.out.bias[0] = -4.6
+        self.input_norm = ChannelAffine(3)
+        self.conv1 = conv(3, 32, 7, stride=2)                    # 300 → 150
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)          # 150 → 75
+        self.fires = nn.Sequential(
+            Fire(32, 8, 32), Fire(64, 8, 32), Fire(64, 16, 64),
+            Fire(128, 16, 64, stride=2),                         # 75 → 38
+            Fire(128, 24, 96), Fire(192, 24, 96), Fire(192, 32, 128),
+            Fire(256, 32, 128, stride=2),                        # 38 → 19
+            Fire(256, 48, 192), Fire(384, 48, 192),
+        )
+        self.loc = conv(384, 9 * 4, 3)
+        self.conf = conv(384, 9 * 2, 3)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x - 0.5)
-        feats = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i >= 1:
-                feats.append(x)  # strides 8, 16, 32
-        p32 = self.lateral[2](feats[2])
-        p16 = self.lateral[1](feats[1]) + F.interpolate(p32, size=feats[1].shape[-2:], mode="nearest")
-        p8 = self.lateral[0](feats[0]) + F.interpolate(p16, size=feats[0].shape[-2:], mode="nearest")
-        outs = []
-        for i, p in enumerate((p8, p16, p32)):
-            h = self.head(self.smooth[i](p) + self.level_embed[i])
-            outs.append(self.out(h))
-        return outs
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.fires(self.pool1(F.relu(self.conv1(self.input_norm(x)))))
+        n = x.shape[0]
+        loc = self.loc(x).permute(0, 2, 3, 1).reshape(n, -1, 4)
+        conf = self.conf(x).permute(0, 2, 3, 1).reshape(n, -1, 2)
+        return loc, conf.softmax(-1)[..., 1]
 
+
+def prior_boxes(grid: int = GRID) -> torch.Tensor:
+    """(grid·grid·9, 4) prior boxes as centre x, centre y, width, height, fractions of the input (row-major cells,
+    then the 9 priors), as the IR's PriorBoxClustered layer lays them out."""
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
+                            indexing="ij")
+    cx = ((xs + 0.5) * STEP / INPUT_SIZE).reshape(-1, 1).expand(-1, 9)
+    cy = ((ys + 0.5) * STEP / INPUT_SIZE).reshape(-1, 1).expand(-1, 9)
+    w = torch.tensor(PRIOR_WIDTHS).div(INPUT_SIZE).expand_as(cx)
+    h = torch.tensor(PRIOR_HEIGHTS).div(INPUT_SIZE).expand_as(cy)
+    return torch.stack([cx, cy, w, h], -1).reshape(-1, 4)
+
+
+def decode_detections(loc: torch.Tensor, scores: torch.Tensor, priors: torch.Tensor, min_score: float,
+                      max_faces: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image's network outputs → (boxes (n, 4) as x1, y1, x2, y2 fractions of the photo, scores (n,)).
+
+    SSD's centre-size decoding with the IR's variances, then non-maximum suppression at the IR's overlap (the
+    DetectionOutput layer: top 400 candidates into NMS, at most 200 kept).
+    """
+    keep = scores >= min_score
+    loc, scores, priors = loc[keep], scores[keep], priors[keep]
+    if len(scores) > TOP_K:
+        top = scores.topk(TOP_K).indices
+        loc, scores, priors = loc[top], scores[top], priors[top]
+    cx = priors[:, 0] + loc[:, 0] * VARIANCE[0] * priors[:, 2]
+    cy = priors[:, 1] + loc[:, 1] * VARIANCE[1] * priors[:, 3]
+    w = priors[:, 2] * torch.exp(loc[:, 2] * VARIANCE[2])
+    h = priors[:, 3] * torch.exp(loc[:, 3] * VARIANCE[3])
+    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+    kept = suppress_overlaps(boxes, scores, NMS_IOU)[:max_faces]
+    return boxes[kept], scores[kept]
+
+
+def suppress_overlaps(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
+    """Greedy non-maximum suppression: indices of the boxes kept, most confident first.
+
+    Written out (a few hundred candidates at most) rather than imported from torchvision, whose import alone
+    costs more than a whole detection and would slow every `oneshot identify` start.
+    """
+    order = scores.argsort(descending=True)
+    boxes = boxes[order]
+    area = (boxes[:, 2] - boxes[:, 0]).clamp_min(0) * (boxes[:, 3] - boxes[:, 1]).clamp_min(0)
+    top_left = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    bottom_right = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = (bottom_right - top_left).clamp_min(0).prod(-1)
+    overlap = inter / (area[:, None] + area[None, :] - inter).clamp_min(1e-12)
+    suppressed = torch.zeros(len(boxes), dtype=torch.bool)
+    kept = []
+    for i in range(len(boxes)):
+        if suppressed[i]:
+            continue
+        kept.append(i)
+        suppressed |= overlap[i] > iou
+    return order[torch.tensor(kept, dtype=torch.long)]

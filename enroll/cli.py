@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, Optional
 import typer
 
 if TYPE_CHECKING:
-    from enroll.service import Enrolment, Identification, OneShot
+    from enroll.service import Enrolment, Identification, ModelInfo, OneShot
+    from gallery import StaleFaces
 
 EXIT_OK = 0
 EXIT_NEGATIVE = 1   # a readable photo, but: unknown face, no face, not the same person, enrolment refused
@@ -25,17 +26,19 @@ EXIT_BAD_INPUT = 2  # bad input or usage: unreadable photo, bad name, unknown pe
 EPILOG = """\b
 Exit codes:
   0  success
-  1  a negative answer: identify found a photo that is unknown (its largest
+  1  a negative answer: identify found a photo that is unknown (its main
      face is not enrolled) or has no face, so `oneshot identify p.jpg &&
      open_door` is safe; verify says different people or found no face;
-     enroll refused a photo (no face, several faces without --largest, or
-     the face already matches someone else)
+     enroll or reenroll refused a photo (no face, several faces without
+     --largest, a face too small, blurred or turned away, or a face that
+     already matches someone else)
   2  bad input or usage: a missing, empty, truncated, non-image or too large
      photo, a bad name, removing an unknown name, a corrupt gallery, a bad
      option or argument
 
 In a batch every photo succeeds or fails on its own; the exit code is the worst outcome. Errors are one line on stderr;
---debug adds the traceback.
+--debug adds the traceback. People enrolled with another model (vectors of different models cannot be compared) are
+kept and listed but not recognised until re-enrolled; list, identify and enroll warn about them on stderr.
 """
 
 app = typer.Typer(
@@ -85,7 +88,7 @@ def enroll(
                                         show_default=False),
     name: Optional[str] = typer.Option(None, "--name", "-n",
                                        help="Enrol every photo as this person (default: each file's stem)."),
-    largest: bool = typer.Option(False, "--largest", help="Enrol the largest face when a photo has several."),
+    largest: bool = typer.Option(False, "--largest", help="Enrol the main face when a photo has several."),
     force: bool = typer.Option(False, "--force",
                                help="Enrol even when the face already matches a different person."),
     as_json: bool = JsonOption,
@@ -105,6 +108,35 @@ def enroll(
             for result in service.enroll_iter(photos, name, largest=largest, force=force):
                 worst = max(worst, _enrol_code(result))
                 _report_enrolment(result, as_json)
+            _warn_stale(service.stale_faces())
+        return worst
+
+    _run(run)
+
+
+@app.command()
+def reenroll(
+    directory: str = typer.Argument(..., metavar="DIR", help="A folder of photos named after the people.",
+                                    show_default=False),
+    largest: bool = typer.Option(False, "--largest", help="Use the main face when a photo has several."),
+    force: bool = typer.Option(False, "--force",
+                               help="Re-enrol even when the face already matches a different person."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Re-enrol people whose faces were made by another model, from photos in DIR named like `enroll` names them.
+
+    DIR/alice.jpg re-enrols 'alice' when she holds faces of another model: the photo is enrolled with the current
+    model and her old faces are deleted. Further photos of someone re-enrolled in this run are added to them;
+    photos of anyone else are skipped. Only files directly in DIR are read. Everyone still not re-enrolled
+    afterwards is counted in a warning on stderr.
+    """
+    def run() -> int:
+        worst = EXIT_OK
+        with _service() as service:
+            for result in service.reenroll_iter(directory, largest=largest, force=force):
+                worst = max(worst, _enrol_code(result))
+                _report_enrolment(result, as_json)
+            _warn_stale(service.stale_faces())
         return worst
 
     _run(run)
@@ -115,17 +147,19 @@ def identify(
     photos: list[str] = typer.Argument(..., metavar="PHOTO", help="Photos to identify.", show_default=False),
     as_json: bool = JsonOption,
 ) -> None:
-    """Name every face in each photo, largest first, or say unknown.
+    """Name every face in each photo, the main face first, or say unknown.
 
     A face is named when its nearest enrolled person is closer than the threshold, which gets stricter as the
-    gallery grows. A photo's answer is its largest face. Exit code 1 when any photo is unknown or has no face.
+    gallery grows. A photo's answer is its main face. Exit code 1 when any photo is unknown or has no face.
     """
     def run() -> int:
         worst = EXIT_OK
         with _service() as service:
+            stale = service.stale_faces()
+            _warn_stale(stale)
             for result in service.identify_iter(photos):
                 worst = max(worst, _identify_code(result))
-                _report_identification(result, as_json, prefix=len(photos) > 1)
+                _report_identification(result, as_json, prefix=len(photos) > 1, stale=stale)
         return worst
 
     _run(run)
@@ -137,7 +171,7 @@ def verify(
     photo_b: str = typer.Argument(..., metavar="PHOTO_B", show_default=False),
     as_json: bool = JsonOption,
 ) -> None:
-    """Same person? Compares the largest face of two photos (the gallery is not used). Exit 1 when not."""
+    """Same person? Compares the main face of two photos (the gallery is not used). Exit 1 when not."""
     def run() -> int:
         from enroll.service import INVALID, ERROR, REFUSED
 
@@ -161,10 +195,16 @@ def verify(
 
 @app.command("list")
 def list_people(as_json: bool = JsonOption) -> None:
-    """List everyone enrolled, with their number of photos."""
+    """List everyone enrolled, with their number of photos.
+
+    People whose photos were all enrolled with another model are listed as needing re-enrolment (JSON: "current"
+    false; "faces" counts the current model's photos, "other_model_faces" the rest).
+    """
     def run() -> int:
         with _service() as service:
             people = service.people()
+            stale = service.stale_faces()
+        _warn_stale(stale)
         if as_json:
             for person in people:
                 _print_json(person.to_json())
@@ -172,8 +212,7 @@ def list_people(as_json: bool = JsonOption) -> None:
             print("nobody is enrolled")
         else:
             for person in people:
-                extra = f", {person.other_model_faces} from another model" if person.other_model_faces else ""
-                print(f"{person.name}  ({person.faces} photo{'s' if person.faces != 1 else ''}{extra}; "
+                print(f"{person.name}  ({_photos_text(person.faces, person.other_model_faces)}; "
                       f"enrolled {person.created_at})")
         return EXIT_OK
 
@@ -200,7 +239,7 @@ def remove(
 
 @app.command()
 def model(as_json: bool = JsonOption) -> None:
-    """Show the shipped model: training data, steps, loss, margin, threshold, metrics and τ(N)."""
+    """Show the shipped model: its base network and licence, what training changed, threshold, metrics and τ(N)."""
     def run() -> int:
         with _service() as service:
             info = service.model_info()
@@ -208,21 +247,23 @@ def model(as_json: bool = JsonOption) -> None:
             _print_json(info.to_json())
             return EXIT_OK
         print(f"model      {info.model_id}  ({info.dim}-d vectors, {info.input_size}px crops)")
-        print(_wrapped("data       ", info.data))
-        print(f"training   {info.steps} steps, {info.loss} loss, margin {info.margin}")
-        for term in info.auxiliary:
-            print(f"           plus {term}")
+        if info.base:
+            print(_wrapped("base       ", info.base))
+        if info.changes:
+            print(_wrapped("changes    ", info.changes))
+        print(_wrapped("calibrated ", info.data))
+        trained = f"{info.loss} loss, " if info.loss else ""
+        print(f"margin     {trained}margin {info.margin}  (threshold band: mean held-out genuine distance + margin / 2)")
         at_far = f" at false accept rate {info.threshold_far:g}" if info.threshold_far is not None else ""
         print(f"threshold  {info.threshold:.3f}  (one comparison{at_far}; used by verify)")
-        if info.precision:
-            print(_wrapped("precision  ", info.precision))
         if info.metrics:
             print("metrics")
             for key, value in info.metrics.items():
                 print(f"  {key:<24} {_value(value)}")
         print(f"identify threshold τ(N) for N enrolled people (false identification rate {info.fpir:g}):")
         for n, tau in info.thresholds:
-            print(f"  N = {n:>7,}   τ = {tau:.3f}")
+            print(f"  N = {n:>7,}   τ = {tau:.3f}{'  (extrapolated)' if info.extrapolated(n) else ''}")
+        print(f"  {_backing_text(info)}")
         people = ("no gallery yet" if info.people is None
                   else f"{info.people} {'person' if info.people == 1 else 'people'} enrolled")
         print(f"gallery    {info.home}  ({people})")
@@ -320,11 +361,16 @@ def _identify_code(result: "Identification") -> int:
     return EXIT_OK if result.known else EXIT_NEGATIVE
 
 
-def _report_identification(result: "Identification", as_json: bool, *, prefix: bool) -> None:
+def _report_identification(result: "Identification", as_json: bool, *, prefix: bool,
+                           stale: "StaleFaces | None" = None) -> None:
     if result.error is not None:
         _error(result.error, result.exc)
     if as_json:
-        _print_json(result.to_json())
+        record = result.to_json()
+        # people the answer cannot include: enrolled with another model (see _warn_stale)
+        record["stale_people"] = stale.people if stale else 0
+        record["stale_faces"] = stale.faces if stale else 0
+        _print_json(record)
         return
     if result.error is not None:
         return
@@ -335,12 +381,53 @@ def _report_identification(result: "Identification", as_json: bool, *, prefix: b
     for i, face in enumerate(result.faces, 1):
         which = f"face {i} of {len(result.faces)} at {_box_text(face.box)}: " if len(result.faces) > 1 else ""
         if face.distance is None:
-            print(f"{lead}{which}unknown  (nobody is enrolled)")
+            nobody = "nobody is enrolled with the current model" if stale else "nobody is enrolled"
+            print(f"{lead}{which}unknown  ({nobody})")
         elif face.name is not None:
             print(f"{lead}{which}{face.name}  (distance {face.distance:.2f}, threshold {face.threshold:.2f})")
         else:
             print(f"{lead}{which}unknown  (nearest {face.nearest!r} at distance {face.distance:.2f}, "
                   f"threshold {face.threshold:.2f})")
+
+
+def _warn_stale(stale: "StaleFaces | None") -> None:
+    """One warning line on stderr (never stdout, so --json output stays clean) counting the people enrolled with
+    another model: their vectors cannot be compared with this model's, so they are not recognised."""
+    if not stale:
+        return
+    who = f"{stale.people} {'person' if stale.people == 1 else 'people'} ({_count(stale.faces, 'face')})"
+    enrolled = f"{'was' if stale.people == 1 else 'were'} enrolled with another model"
+    if stale.unrecognisable == stale.people:
+        what = f"{enrolled} and cannot be recognised until re-enrolled"
+    else:
+        what = f"{enrolled}; {stale.unrecognisable} of them cannot be recognised until re-enrolled"
+    print(f"warning: {who} {what}: run `oneshot enroll --name NAME PHOTO` again or `oneshot reenroll DIR`",
+          file=sys.stderr)
+
+
+def _photos_text(faces: int, other_model_faces: int) -> str:
+    """`list`'s count of a person's photos; someone with only other-model photos is marked as needing re-enrolment."""
+    if other_model_faces and not faces:
+        return f"not recognised: {_count(other_model_faces, 'photo')} from another model, re-enrol"
+    extra = f", {other_model_faces} from another model" if other_model_faces else ""
+    return f"{_count(faces, 'photo')}{extra}"
+
+
+def _backing_text(info: "ModelInfo") -> str:
+    """How far the held-out data back the FPIR target of the τ(N) table (see enroll.decision)."""
+    target = f"FPIR {info.fpir * 100:g} % target"
+    if info.backed_up_to is None:
+        return (f"{target}: the model card does not record how many impostor pairs its ROC was measured on, "
+                "so up to which gallery size τ(N) is backed by held-out data is unknown")
+    pairs = f"{info.impostor_pairs:,} impostor pairs"
+    if info.backed_up_to == 0:
+        return f"{target} not backed by held-out data ({pairs}) even for N = 1; τ(N) is extrapolated"
+    return (f"{target} backed by held-out data ({pairs}) up to N = {info.backed_up_to:,} "
+            f"{'person' if info.backed_up_to == 1 else 'people'}; beyond that τ(N) is extrapolated")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 def _box_text(box: tuple[float, float, float, float]) -> str:

@@ -1,4 +1,4 @@
-"""The oneshot service: enrol, identify, verify, remove, list — the CLI is a thin layer over this.
+"""The oneshot service: enrol, identify, verify, remove, list, re-enrol — the CLI is a thin layer over this.
 
 Every photo in a batch succeeds or fails on its own: failures are captured in its result (never raised), so the
 good photos go through and the caller lists every failure. Only problems that make the whole gallery unusable — a
@@ -6,6 +6,11 @@ corrupt database, missing model weights — are raised, as one-line exceptions.
 
 Heavy machinery (torch, faiss, SQLAlchemy) is imported on first use, and the gallery is opened lazily: reading a
 bad photo needs neither the model nor the database, and `identify` against a home with no database creates none.
+
+Vectors of different models are not comparable, so the gallery searches only the current model's faces. Faces an
+older model made stay stored (and listed) until their person is re-enrolled: enrolling a person again with the
+current model deletes their other-model faces in the same transaction, and `reenroll` does that for a folder of
+photos named after the people.
 """
 from __future__ import annotations
 
@@ -17,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from enroll.decision import DEFAULT_FPIR, decide, threshold_for_gallery
+from enroll.decision import (
+    DEFAULT_FPIR, backed_gallery_size, decide, impostor_pairs, threshold_for_gallery,
+)
 from enroll.names import InvalidName, name_from_path, validate_name
 
 if TYPE_CHECKING:
@@ -25,11 +32,14 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from embedder.types import Face
-    from gallery import Gallery, Match
+    from gallery import Gallery, Match, PersonInfo, StaleFaces
 
 DB_FILENAME = "gallery.sqlite3"
 # Gallery sizes shown in the threshold table of `oneshot model`.
 TABLE_SIZES = (1, 10, 100, 1_000, 10_000, 100_000)
+# What `reenroll DIR` treats as a photo (the formats embedder.photo reads); anything else in DIR is not looked at.
+PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm",
+                            ".avif", ".heic", ".heif", ".mpo"})
 
 
 class Engine(Protocol):
@@ -39,6 +49,7 @@ class Engine(Protocol):
     def detect_faces(self, image: "Image.Image") -> list["Face"]: ...
     def aligned_faces(self, image: "Image.Image", faces: Sequence["Face"]) -> list[Any]: ...
     def face_embeddings(self, crops: Sequence[Any]) -> "np.ndarray": ...
+    def enrolment_problem(self, image: "Image.Image", face: "Face") -> str | None: ...
     def model_card(self) -> dict[str, Any]: ...
     def model_id(self) -> str: ...
 
@@ -52,8 +63,10 @@ class Refused(Exception):
 
 
 # Outcomes of one photo. "invalid" and "error" are bad input or a failure (exit 2); "refused" and "unknown" are a
-# negative answer about a readable photo (exit 1).
+# negative answer about a readable photo (exit 1). "reenrolled": added, and the person's faces made by another
+# model deleted; "skipped": `reenroll` found nobody to re-enrol under this photo's name (not a failure).
 ENROLLED, ADDED, DUPLICATE, REFUSED, INVALID, ERROR = "enrolled", "added", "duplicate", "refused", "invalid", "error"
+REENROLLED, SKIPPED = "reenrolled", "skipped"
 
 
 def default_engine() -> Engine:
@@ -103,7 +116,7 @@ class FaceAnswer:
 
 @dataclass
 class Identification:
-    """The answer for one photo: every face, largest first, or the error that kept the photo from being read."""
+    """The answer for one photo: every face, the main face first, or the error that kept the photo from being read."""
 
     photo: str
     faces: list[FaceAnswer] = field(default_factory=list)
@@ -118,14 +131,15 @@ class Identification:
 
     @property
     def name(self) -> str | None:
-        """The largest face's name (None when unknown, no face, or the photo failed)."""
+        """The main face's name (None when unknown, no face, or the photo failed)."""
         return self.largest.name if self.largest else None
 
     @property
     def known(self) -> bool:
-        """True when the photo was read, has a face, and its largest face was named.
+        """True when the photo was read, has a face, and its main face was named.
 
-        The photo's answer is its largest face (the person in front of the camera; smaller faces are often
+        The photo's answer is its main face (the person in front of the camera: the largest of the confidently
+        detected faces, `embedder.detector.main_face_first`; smaller faces are often
         bystanders), so this is what `oneshot identify p.jpg && open_door` relies on.
         """
         return self.error is None and self.largest is not None and self.largest.name is not None
@@ -151,27 +165,29 @@ class Enrolment:
 
     photo: str
     name: str | None
-    status: str                              # ENROLLED / ADDED / DUPLICATE / REFUSED / INVALID / ERROR
+    status: str                              # ENROLLED / ADDED / REENROLLED / DUPLICATE / SKIPPED / REFUSED / ...
     message: str
     faces: int = 0                           # the person's photos after this one (when it went in)
     box: Box | None = None
     matched: str | None = None               # the *other* person this face looks like (refused or forced)
     distance: float | None = None            # distance to `matched`
     exc: BaseException | None = field(default=None, repr=False, compare=False)
+    replaced: int = 0                        # the person's faces of another model deleted with this enrolment
 
     @property
     def ok(self) -> bool:
-        return self.status in (ENROLLED, ADDED, DUPLICATE)
+        """Not a failure: the photo went in, was already there, or (reenroll) was not needed."""
+        return self.status in (ENROLLED, ADDED, REENROLLED, DUPLICATE, SKIPPED)
 
     def to_json(self) -> dict[str, Any]:
         return {"photo": self.photo, "name": self.name, "status": self.status, "message": self.message,
                 "faces": self.faces, "box": _rounded_box(self.box) if self.box else None,
-                "matched": self.matched, "distance": _round(self.distance)}
+                "matched": self.matched, "distance": _round(self.distance), "replaced": self.replaced}
 
 
 @dataclass
 class Verification:
-    """Are the largest faces of two photos the same person (one comparison at the card's threshold)?"""
+    """Are the main faces of two photos the same person (one comparison at the card's threshold)?"""
 
     photo_a: str
     photo_b: str
@@ -207,22 +223,23 @@ class Person:
     updated_at: str
     other_model_faces: int = 0
 
+    @property
+    def current(self) -> bool:
+        """Whether identification can find this person: they have a face made by the current model."""
+        return self.faces > 0
+
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "faces": self.faces, "created_at": self.created_at,
-                "updated_at": self.updated_at, "other_model_faces": self.other_model_faces}
+                "updated_at": self.updated_at, "other_model_faces": self.other_model_faces,
+                "current": self.current}
 
 
-def auxiliary_terms(card: dict[str, Any]) -> list[str]:
-    """The card's training terms beside the triplet loss, one short phrase each: a user reading `oneshot model`
-    should see that the network also learnt from dlib's vectors, not only from the triplet loss."""
-    terms = []
-    weight = (card.get("distillation") or {}).get("weight") or 0
-    if weight:
-        terms.append(f"distillation towards dlib's vectors (weight {weight:g})")
-    centre = card.get("centre_softmax")
-    if centre:
-        terms.append(f"margin softmax against every training person's centre ({centre.split(':')[0]})")
-    return terms
+def base_network(card: dict[str, Any]) -> str | None:
+    """Which pretrained network the embedder starts from, with its licence: one line for `oneshot model`."""
+    base = card.get("base_network") or {}
+    if not base:
+        return None
+    return f"{base.get('network')} ({base.get('source')}), {base.get('licence')}"
 
 
 @dataclass(frozen=True)
@@ -243,15 +260,25 @@ class ModelInfo:
     thresholds: list[tuple[int, float]]
     home: str
     people: int | None
-    auxiliary: list[str]
-    precision: str | None = None     # which vectors the card was calibrated on (int8 where torch has the kernels)
+    base: str | None = None          # the pretrained network the embedder derives from, and its licence
+    changes: str | None = None       # what our training changed in it
+    # The largest N whose per-comparison FAR target the held-out impostor pairs can back (rule of three); beyond
+    # it τ(N) is extrapolated. None: the card does not record how many impostor pairs its ROC rests on.
+    backed_up_to: int | None = None
+    impostor_pairs: int | None = None
+
+    def extrapolated(self, n_people: int) -> bool | None:
+        """Whether τ(n_people) lies beyond what the held-out data back (None: unknown, an older card)."""
+        return None if self.backed_up_to is None else n_people > self.backed_up_to
 
     def to_json(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "dim": self.dim, "input_size": self.input_size, "loss": self.loss,
                 "margin": self.margin, "threshold": self.threshold, "threshold_far": self.threshold_far, "data": self.data, "steps": self.steps,
                 "metrics": self.metrics, "fpir": self.fpir,
-                "thresholds": [{"people": n, "threshold": round(t, 4)} for n, t in self.thresholds],
-                "home": self.home, "people": self.people, "auxiliary": self.auxiliary, "precision": self.precision}
+                "thresholds": [{"people": n, "threshold": round(t, 4), "extrapolated": self.extrapolated(n)}
+                               for n, t in self.thresholds],
+                "backed_up_to": self.backed_up_to, "impostor_pairs": self.impostor_pairs,
+                "home": self.home, "people": self.people, "base_network": self.base, "changes": self.changes}
 
 
 class OneShot:
@@ -299,7 +326,8 @@ class OneShot:
         """Enrol one photo. Rules, in order:
 
         - the name (given, else the file stem) must be valid; the photo must be readable;
-        - a photo with no face is refused; several faces are refused unless `largest` (then the largest is used);
+        - a photo with no face is refused; several faces are refused unless `largest` (then the main face is used);
+        - a main face too small, blurred or turned away to be a good reference is refused (`embedder.quality`);
         - the same photo (sha256) already enrolled for this person is reported, not stored twice;
         - a face that already matches a *different* person (distance below the gallery's threshold) is refused,
           naming them, unless `force`;
@@ -318,6 +346,9 @@ class OneShot:
                 raise Refused(f"{shown}: {len(faces)} faces found; enrol one person per photo, or use --largest "
                               "to enrol the largest face")
             face = faces[0]
+            problem = self._engine_().enrolment_problem(image, face)
+            if problem:
+                raise Refused(f"{shown}: {problem}")
             vector = self._embed(image, [face])[0]
             return self._store(shown, who, vector, digest, face.box, force)
         except (InvalidName, _photo_error()) as exc:
@@ -410,8 +441,45 @@ class OneShot:
         if gallery is None:
             return []
         return [Person(p.name, p.faces, p.created_at.isoformat(timespec="seconds"),
-                       p.updated_at.isoformat(timespec="seconds"), getattr(p, "other_model_faces", 0))
+                       p.updated_at.isoformat(timespec="seconds"), p.other_model_faces)
                 for p in gallery.people()]
+
+    def stale_faces(self) -> "StaleFaces | None":
+        """How many enrolled people and faces were made by another model, which identification cannot use until
+        those people are re-enrolled (None when this home has no gallery yet; nothing is created)."""
+        gallery = self._open_gallery(create=False)
+        return gallery.stale_faces() if gallery is not None else None
+
+    def reenroll(self, directory: str | os.PathLike[str], *, largest: bool = False,
+                 force: bool = False) -> list[Enrolment]:
+        """Re-enrol people holding faces of another model from the photos in `directory`. See `reenroll_iter`."""
+        return list(self.reenroll_iter(directory, largest=largest, force=force))
+
+    def reenroll_iter(self, directory: str | os.PathLike[str], *, largest: bool = False,
+                      force: bool = False) -> Iterator[Enrolment]:
+        """For each photo directly in `directory` (sorted), named like `enroll` names it (the file stem): when that
+        person holds faces made by another model, enrol the photo with the current model, which deletes those
+        faces (see `enroll_one`); further photos of a person re-enrolled in this run are added to them. Every other
+        photo is reported SKIPPED: nobody under its name needs re-enrolment.
+
+        Raises OSError (one line) when `directory` is not a directory or holds no photo.
+        """
+        photos = photos_in(directory)
+        gallery = self._open_gallery(create=False)
+        stale = set(gallery.stale_names()) if gallery is not None else set()
+        renewed: set[str] = set()
+        for path in photos:
+            who = _name_of(path)
+            if who is not None and (who in stale or who in renewed):
+                result = self.enroll_one(path, who, largest=largest, force=force)
+                if result.ok:
+                    renewed.add(who)
+                yield result
+            else:
+                shown = os.fspath(path)
+                why = (f"nobody named {who!r} holds faces of another model" if who is not None
+                       else f"{Path(path).stem!r} is not a valid name")
+                yield Enrolment(shown, who, SKIPPED, f"skipped {shown}: {why}")
 
     def model_info(self) -> ModelInfo:
         """The shipped model's card and the identification threshold for a range of gallery sizes."""
@@ -428,7 +496,8 @@ class OneShot:
             metrics={**(card.get("validation") or {}), **(card.get("metrics") or {})},
             threshold_far=card.get("threshold_far"),
             fpir=self.fpir, thresholds=[(n, threshold_for_gallery(card, n, self.fpir)) for n in TABLE_SIZES],
-            home=str(self.home), people=people, auxiliary=auxiliary_terms(card), precision=card.get("precision"),
+            home=str(self.home), people=people, base=base_network(card), changes=card.get("changes"),
+            backed_up_to=backed_gallery_size(card, self.fpir), impostor_pairs=impostor_pairs(card),
         )
 
     def threshold(self) -> float:
@@ -444,7 +513,10 @@ class OneShot:
         gallery = self._open_gallery(create=True)
         assert gallery is not None
         count = gallery.person_count()
-        exists = gallery.has_person(who)
+        person = self._person(gallery, who)
+        exists = person is not None
+        # read before the write, for the message; the deletion itself happens inside add_face's transaction
+        stale = person.other_model_faces if person is not None else 0
         matched: str | None = None
         distance: float | None = None
         if count:
@@ -461,9 +533,13 @@ class OneShot:
                         f"{shown}: this face already matches {matched!r} (distance {distance:.2f}, threshold "
                         f"{threshold:.2f}); not enrolled as {who!r} - use --force if they are different people"
                     )
-        gallery.add_face(who, vector, digest)
+        gallery.add_face(who, vector, digest, drop_other_models=True)
         faces = self._face_count(gallery, who)
         also = f" (it resembles {matched!r}, enrolled anyway with --force)" if matched else ""
+        if stale:
+            message = (f"re-enrolled {who!r} from {shown} with the current model, deleting {stale} "
+                       f"face{'s' if stale != 1 else ''} made by another model{also}")
+            return Enrolment(shown, who, REENROLLED, message, faces, _box(box), matched, distance, replaced=stale)
         if exists:
             message = f"added {shown} to {who!r}, who now has {faces} photo{'s' if faces != 1 else ''}{also}"
             return Enrolment(shown, who, ADDED, message, faces, _box(box), matched, distance)
@@ -510,11 +586,46 @@ class OneShot:
         return self._gallery
 
     @staticmethod
-    def _face_count(gallery: "Gallery", name: str) -> int:
-        for person in gallery.people():
-            if person.name == name:
-                return person.faces
-        return 0
+    def _person(gallery: "Gallery", name: str) -> "PersonInfo | None":
+        """The stored person (one targeted query, not a listing of everyone), None when not enrolled."""
+        from gallery import UnknownPerson
+
+        try:
+            return gallery.person(name)
+        except UnknownPerson:
+            return None
+
+    @classmethod
+    def _face_count(cls, gallery: "Gallery", name: str) -> int:
+        """The person's faces of the current model."""
+        person = cls._person(gallery, name)
+        return person.faces if person is not None else 0
+
+
+def photos_in(directory: str | os.PathLike[str]) -> list[Path]:
+    """The photos directly in `directory` (by suffix, see PHOTO_SUFFIXES; hidden files skipped), sorted by name.
+
+    Raises FileNotFoundError / NotADirectoryError, or FileNotFoundError when it holds no photo: a one-line OSError
+    naming the path, since `reenroll` on the wrong folder should say so rather than quietly do nothing.
+    """
+    folder = Path(directory)
+    if not folder.exists():
+        raise FileNotFoundError(f"{os.fspath(directory)}: no such directory")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{os.fspath(directory)}: not a directory")
+    photos = sorted(p for p in folder.iterdir()
+                    if p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith(".") and p.is_file())
+    if not photos:
+        raise FileNotFoundError(f"{os.fspath(directory)}: no photos in it ({', '.join(sorted(PHOTO_SUFFIXES))})")
+    return photos
+
+
+def _name_of(path: Path) -> str | None:
+    """The valid name `enroll` would give this photo (its stem), or None when the stem is not a valid name."""
+    try:
+        return validate_name(name_from_path(path))
+    except InvalidName:
+        return None
 
 
 def _photo_error() -> type[Exception]:

@@ -31,3 +31,20 @@ class PersonInfo:
     created_at: datetime  # UTC, timezone-aware
     updated_at: datetime  # UTC, timezone-aware; bumped when a face is added
     other_model_faces: int = 0
+
+
+@dataclass(frozen=True)
+class StaleFaces:
+    """Faces in the gallery made by another model than the gallery's: their vectors cannot be compared with this
+    model's, so search skips them until the people are re-enrolled.
+
+    ``people`` hold at least one such face; ``faces`` counts them; ``unrecognisable`` of those people have no face
+    of this model at all, so search cannot return them.
+    """
+
+    people: int = 0
+    faces: int = 0
+    unrecognisable: int = 0
+
+    def __bool__(self) -> bool:
+        return self.faces > 0

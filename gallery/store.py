@@ -19,18 +19,19 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
-from sqlalchemy import ColumnElement, Engine, case, delete, func, select, update
+from sqlalchemy import ColumnElement, Engine, Select, case, delete, func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from gallery import db, index
 from gallery.errors import GalleryError, UnknownPerson
-from gallery.results import Match, PersonInfo
+from gallery.results import Match, PersonInfo, StaleFaces
 from gallery.schema import META_ROW_ID, SCHEMA_VERSION, Base, Face, Meta, Person, utcnow
 from gallery.search import LoadedIndex
 from gallery.vectors import from_blob, to_blob, unit_rows
@@ -77,10 +78,15 @@ class Gallery:
 
     # ----------------------------------------------------------------------------------------------- public API
 
-    def add_face(self, name: str, vector: np.ndarray, photo_sha256: str) -> tuple[int, bool]:
+    def add_face(
+        self, name: str, vector: np.ndarray, photo_sha256: str, *, drop_other_models: bool = False
+    ) -> tuple[int, bool]:
         """Store one face vector for ``name`` (creating the person if new) in one transaction.
 
         Returns ``(face_id, created_person)``. ``vector`` is (dim,) or (1, dim) floats; it is stored L2-normalised.
+        With ``drop_other_models`` the person's faces made by other models are deleted in the same transaction:
+        re-enrolment with a new model, after which their old vectors (useless to search) must not linger. Those
+        faces were never in this model's index, so the index stays valid.
         """
         self._check_open()
         row = unit_rows(vector, self.dim, what="vector")
@@ -100,6 +106,10 @@ class Gallery:
                     session.add(person)
                 else:
                     person.updated_at = now
+                    if drop_other_models:
+                        session.execute(
+                            delete(Face).where(Face.person_id == person.id, Face.model_id != self.model_id)
+                        )
                 face = Face(
                     person=person, model_id=self.model_id, dim=self.dim, vector=to_blob(row[0]),
                     photo_sha256=sha, created_at=now,
@@ -149,20 +159,58 @@ class Gallery:
     def people(self) -> list[PersonInfo]:
         """Every stored person, sorted by name (including people with only other-model faces)."""
         self._check_open()
-        mine = func.coalesce(func.sum(case((Face.model_id == self.model_id, 1), else_=0)), 0)
-        others = func.count(Face.id) - mine
+        query = self._people_query().order_by(Person.name)
+        with db.translated(self.db_path, "list people"), Session(self._engine) as session, session.begin():
+            rows = session.execute(query).all()
+        return [_person_info(*row) for row in rows]
+
+    def person(self, name: str) -> PersonInfo:
+        """One stored person, counted as ``people`` counts them; raises UnknownPerson if the name is not stored."""
+        self._check_open()
+        query = self._people_query().where(Person.name == name)
+        with db.translated(self.db_path, "look up a person"), Session(self._engine) as session, session.begin():
+            row = session.execute(query).one_or_none()
+        if row is None:
+            raise UnknownPerson(name)
+        return _person_info(*row)
+
+    def stale_faces(self) -> StaleFaces:
+        """How many people and faces were made by another model than this gallery's (see StaleFaces).
+
+        One aggregate over a per-person GROUP BY, so it costs one pass over the faces' (indexed) model ids.
+        """
+        self._check_open()
+        other = case((Face.model_id != self.model_id, 1), else_=0)
+        mine = case((Face.model_id == self.model_id, 1), else_=0)
+        per_person = (
+            select(func.sum(other).label("other"), func.sum(mine).label("mine"))
+            .group_by(Face.person_id)
+            .having(func.sum(other) > 0)
+            .subquery()
+        )
+        query = select(
+            func.count(),
+            func.coalesce(func.sum(per_person.c.other), 0),
+            func.coalesce(func.sum(case((per_person.c.mine == 0, 1), else_=0)), 0),
+        ).select_from(per_person)
+        with db.translated(self.db_path, "count faces of other models"), Session(self._engine) as session:
+            with session.begin():
+                people, faces, unrecognisable = session.execute(query).one()
+        return StaleFaces(people=int(people), faces=int(faces), unrecognisable=int(unrecognisable))
+
+    def stale_names(self) -> list[str]:
+        """Names of the people holding at least one face made by another model, sorted (they need re-enrolment)."""
+        self._check_open()
         query = (
-            select(Person.name, mine, others, Person.created_at, Person.updated_at)
-            .outerjoin(Face, Face.person_id == Person.id)
+            select(Person.name)
+            .join(Face, Face.person_id == Person.id)
+            .where(Face.model_id != self.model_id)
             .group_by(Person.id)
             .order_by(Person.name)
         )
-        with db.translated(self.db_path, "list people"), Session(self._engine) as session, session.begin():
-            rows = session.execute(query).all()
-        return [
-            PersonInfo(name=n, faces=int(f), created_at=c, updated_at=u, other_model_faces=int(o))
-            for n, f, o, c, u in rows
-        ]
+        with db.translated(self.db_path, "list faces of other models"), Session(self._engine) as session:
+            with session.begin():
+                return list(session.scalars(query).all())
 
     def person_count(self) -> int:
         """People with at least one face of this gallery's model (the N that search can return)."""
@@ -258,6 +306,16 @@ class Gallery:
                 f"gallery database {self.db_path} has schema version {version}, newer than this program "
                 f"understands ({SCHEMA_VERSION}); upgrade oneshot"
             )
+
+    def _people_query(self) -> Select[tuple[str, int, int, datetime, datetime]]:
+        """Name, faces of this model, faces of other models and timestamps per person (one GROUP BY)."""
+        mine = func.coalesce(func.sum(case((Face.model_id == self.model_id, 1), else_=0)), 0)
+        others = func.count(Face.id) - mine
+        return (
+            select(Person.name, mine, others, Person.created_at, Person.updated_at)
+            .outerjoin(Face, Face.person_id == Person.id)
+            .group_by(Person.id)
+        )
 
     def _my_faces(self) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
         """Only faces made by this gallery's model (at its dim) are indexed and searched."""
@@ -355,6 +413,11 @@ def _create_private_file(path: Path) -> None:
     except OSError as exc:
         raise GalleryError(f"cannot create gallery database {path}: {exc.strerror or exc}") from exc
     os.close(fd)
+
+
+def _person_info(name: str, faces: int, others: int, created: datetime, updated: datetime) -> PersonInfo:
+    return PersonInfo(name=name, faces=int(faces), created_at=created, updated_at=updated,
+                      other_model_faces=int(others))
 
 
 def _check_name(name: str) -> None:

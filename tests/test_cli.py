@@ -41,7 +41,8 @@ FAKE_CARD: dict[str, Any] = {
     "threshold": 0.9, "data": "synthetic squares", "steps": 0, "metrics": {"lfw_accuracy": 0.5},
     "roc": {"distance": [0.2, 0.5, 0.8, 1.0, 1.2], "far": [0.0, 0.0, 0.001, 0.01, 0.1],
             "tar": [0.2, 0.7, 0.9, 0.95, 0.99]},
-    "distillation": {"weight": 0.25}, "centre_softmax": "weight 0.5: an additive-margin softmax",
+    "base_network": {"network": "fake-net-0001", "source": "a test", "licence": "Apache-2.0"},
+    "changes": "the last stage fine-tuned with the triplet loss",
 }
 ALICE, BOB, CAROL, DAVE, ERIN = (200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200)
 
@@ -81,6 +82,9 @@ class FakeEngine:
             row = person + photo
             rows.append(row / np.linalg.norm(row))
         return np.array(rows, dtype=np.float32).reshape(-1, FAKE_DIM)
+
+    def enrolment_problem(self, image: Image.Image, face: Face) -> str | None:
+        return "face too small to enrol (fake)" if face.box[2] - face.box[0] < 8 else None
 
     def model_card(self) -> dict[str, Any]:
         return FAKE_CARD
@@ -266,8 +270,8 @@ def test_the_tour(fake: FakeEngine, home: Path, photos: Path) -> None:
 def test_model_command(fake: FakeEngine, home: Path) -> None:
     code, out, _ = run("model")
     assert code == 0
-    for field in ("fake-model-0001", "triplet", "margin 0.3", "threshold", "lfw_accuracy", "τ(N)", "N =  10,000",
-                  "plus distillation towards dlib's vectors (weight 0.25)", "centre (weight 0.5)"):
+    for field in ("fake-model-0001", "triplet loss, margin 0.3", "threshold", "lfw_accuracy", "τ(N)", "N =  10,000",
+                  "fake-net-0001 (a test), Apache-2.0", "the last stage fine-tuned"):
         assert field in out, field
     code, out, _ = run("model", "--json")
     info = jsonl(out)[0]
@@ -275,6 +279,38 @@ def test_model_command(fake: FakeEngine, home: Path) -> None:
     taus = [row["threshold"] for row in info["thresholds"]]
     assert taus == sorted(taus, reverse=True) and taus[-1] < taus[0]      # bigger gallery, stricter threshold
     assert not home.exists()                                               # showing the model creates nothing
+
+
+class BackedCardEngine(FakeEngine):
+    """The fake engine with a card that records how many impostor pairs its ROC rests on (newer cards do)."""
+
+    CARD = {**FAKE_CARD, "roc": {**FAKE_CARD["roc"], "impostor_pairs": 100_000}}
+
+    def model_card(self) -> dict[str, Any]:
+        return self.CARD
+
+
+def test_model_command_says_how_far_the_data_back_tau(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    # 3 / 100,000 = 3e-5 per comparison; FPIR 1 %: N ≤ ln(0.99) / ln(1 − 3e-5) = 335.0 → backed up to 335 people.
+    monkeypatch.setattr(service, "default_engine", BackedCardEngine)
+    code, out, _ = run("model")
+    assert code == 0
+    assert ("FPIR 1 % target backed by held-out data (100,000 impostor pairs) up to N = 335 people; "
+            "beyond that τ(N) is extrapolated") in out
+    rows = [line for line in out.splitlines() if line.startswith("  N = ")]
+    assert [row.endswith("(extrapolated)") for row in rows] == [False, False, False, True, True, True]
+    info = jsonl(run("model", "--json")[1])[0]
+    assert info["backed_up_to"] == 335 and info["impostor_pairs"] == 100_000
+    assert [row["extrapolated"] for row in info["thresholds"]] == [False, False, False, True, True, True]
+    taus = [row["threshold"] for row in info["thresholds"]]
+    assert taus[2] > taus[3] > taus[4] > taus[5] > 0                     # still tightening past the backed size
+
+
+def test_model_command_with_an_older_card(fake: FakeEngine, home: Path) -> None:
+    code, out, _ = run("model")
+    assert code == 0 and "does not record how many impostor pairs" in out and "(extrapolated)" not in out
+    info = jsonl(run("model", "--json")[1])[0]
+    assert info["backed_up_to"] is None and all(row["extrapolated"] is None for row in info["thresholds"])
 
 
 def test_identify_every_face_largest_first(fake: FakeEngine, home: Path, photos: Path) -> None:
@@ -313,6 +349,10 @@ def test_identify_against_an_empty_gallery_creates_nothing(fake: FakeEngine, hom
 def test_enrol_rules(fake: FakeEngine, home: Path, photos: Path) -> None:
     code, _, err = run("enroll", photos / "empty_room.png")
     assert code == 1 and "no face found" in one_error_line(err)
+
+    code, _, err = run("enroll", photo(photos / "tiny.png", (ALICE, 50, 50, 5)))
+    assert code == 1 and "too small to enrol" in one_error_line(err)
+    assert run("list", "--json")[1] == ""
 
     code, _, err = run("enroll", photos / "group.png")
     assert code == 1 and "2 faces" in one_error_line(err) and "--largest" in err
@@ -511,8 +551,9 @@ WEIGHTS = Path(__file__).resolve().parent.parent / "embedder" / "weights"
 
 
 def test_shipped_models_are_in_the_package() -> None:
-    """The tour needs no download: both models and the card ship in git, so their absence is a failure, not a skip."""
-    for name in ("embedder.pt", "embedder.json", "detector.pt", "detector.json", "landmarks.pt", "landmarks.json"):
+    """The tour needs no download: the three networks, the card and their licence ship in git, so their absence is a
+    failure, not a skip."""
+    for name in ("embedder.pt", "embedder.json", "detector.pt", "landmarks.pt", "LICENSE", "NOTICE"):
         assert (WEIGHTS / name).is_file(), f"{name} missing from {WEIGHTS}"
 
 
@@ -597,8 +638,8 @@ def test_subprocess_model(tmp_path: Path) -> None:
     assert "threshold" in out and "τ(N)" in out
     info = jsonl(sh(tmp_path / "home", "model", "--json")[1])[0]
     assert 0 < info["threshold"] < 2
-    assert all(f"plus {term}" in out for term in info["auxiliary"])
-    assert info["precision"] and "precision  calibrated on" in out      # which vectors the thresholds describe
+    assert "Apache-2.0" in info["base_network"] and "Apache-2.0" in out    # the licence travels with the weights
+    assert info["changes"] and info["backed_up_to"] > 1000
 
 
 # -- a real tour on LFW photos ------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from datetime import timezone
@@ -446,3 +447,63 @@ def test_has_photo_knows_each_persons_photos_by_sha256(tmp_path: Path) -> None:
         assert not g.has_photo("ann", "b" * 64) and not g.has_photo("carl", "a" * 64)
         g.remove_person("ann")
         assert not g.has_photo("ann", "a" * 64)
+
+
+# ------------------------------------------------------------------------------------ faces of another model
+
+
+def _old_and_new(home: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """"ann" and "bob" enrolled with model "old" only (bob twice), "cat" with both, "dan" with the current model."""
+    old = {name: unit(rng, 2) for name in ("ann", "bob", "cat")}
+    with Gallery(home, "old", DIM) as g:
+        g.add_face("ann", old["ann"][0], sha(1))
+        g.add_face("bob", old["bob"][0], sha(2))
+        g.add_face("bob", old["bob"][1], sha(3))
+        g.add_face("cat", old["cat"][0], sha(4))
+    with Gallery(home, MODEL, DIM) as g:
+        g.add_face("cat", unit(rng)[0], sha(5))
+        g.add_face("dan", unit(rng)[0], sha(6))
+    return old
+
+
+def test_stale_faces_are_counted_with_sql(home: Path, rng: np.random.Generator) -> None:
+    _old_and_new(home, rng)
+    with Gallery(home, MODEL, DIM) as g:
+        stale = g.stale_faces()
+        assert (stale.people, stale.faces, stale.unrecognisable) == (3, 4, 2) and stale
+        assert g.stale_names() == ["ann", "bob", "cat"]
+        assert g.person("bob") == {p.name: p for p in g.people()}["bob"]
+        assert (g.person("bob").faces, g.person("bob").other_model_faces) == (0, 2)
+        assert (g.person("cat").faces, g.person("cat").other_model_faces) == (1, 1)
+        with pytest.raises(UnknownPerson, match="zed"):
+            g.person("zed")
+    with Gallery(home, "old", DIM) as old:  # from the old model's side, the new faces are the stale ones
+        assert (old.stale_faces().people, old.stale_faces().faces, old.stale_faces().unrecognisable) == (2, 2, 1)
+    with Gallery(home / "empty", MODEL, DIM) as empty:
+        assert not empty.stale_faces() and empty.stale_names() == []
+
+
+def test_add_face_can_drop_the_persons_other_model_faces(home: Path, rng: np.random.Generator) -> None:
+    old = _old_and_new(home, rng)
+    with Gallery(home, "old", DIM) as g:
+        g.rebuild_index()  # the cache on disk now holds the old model's vectors
+    old_blobs = [unit_rows(v, DIM)[0].astype("<f4").tobytes() for v in old["bob"]]
+    files = _all_bytes(home)  # positive control: the scan below does see them while they are stored
+    assert all(blob in files[home / DB_FILE] and blob in files[home / INDEX_FILE] for blob in old_blobs)
+    new = unit(rng)[0]
+    with Gallery(home, MODEL, DIM) as g:
+        before = g.generation()
+        face_id, created = g.add_face("bob", new, sha(7), drop_other_models=True)
+        assert not created and g.generation() == before + 1  # one transaction: delete and insert together
+        assert (g.person("bob").faces, g.person("bob").other_model_faces) == (1, 0)
+        assert g.search(new, k=1)[0][0] == Match("bob", pytest.approx(0.0, abs=1e-3), face_id)
+        assert g.stale_names() == ["ann", "cat"]
+        g.add_face("ann", unit(rng)[0], sha(8))  # without the flag, other models' faces stay
+        assert g.person("ann").other_model_faces == 1
+    with sqlite3.connect(home / DB_FILE) as conn:
+        rows = conn.execute("SELECT f.model_id, f.vector FROM faces f JOIN people p ON p.id = f.person_id "
+                            "WHERE p.name = 'bob'").fetchall()
+    conn.close()
+    assert [model for model, _ in rows] == [MODEL]
+    for path, content in _all_bytes(home).items():  # secure_delete zeroed them; the index was rewritten
+        assert not any(blob in content for blob in old_blobs), f"an old vector of bob is left in {path.name}"

@@ -16,3 +16,14 @@ def data_root() -> Path | None:
         if (path / "lfw" / "manifest.csv").is_file():
             return path
     return None
+
+
+def teachers_root() -> Path | None:
+    """The pretrained IR networks (`$ONESHOT_TEACHERS`, else `../shared/teachers`), or None when absent."""
+    env = os.environ.get("ONESHOT_TEACHERS")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO_ROOT.parent / "shared" / "teachers")
+    for path in candidates:
+        if (path / "face-reidentification-retail-0095").is_dir():
+            return path
+    return None

@@ -7,24 +7,28 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from embedder.api import distance
+from embedder.detector import bgr_tensor
 from embedder.model import embed
+
+__all__ = ["distance", "embed_array", "every_pair", "roc", "far_upper_bound", "tar_at_far", "verification_report",
+           "PairTable", "paired_bootstrap"]
 
 
 @torch.no_grad()
-def embed_array(model: torch.nn.Module, images: np.ndarray, batch: int = 256, flip: bool = True) -> np.ndarray:
-    """(N, 112, 112, 3) uint8 crops → (N, dim) unit vectors; with `flip`, the mean of the photo and its mirror.
-    `model` is an `EmbeddingNet` or its int8 form."""
+def embed_array(model: torch.nn.Module, images: np.ndarray, batch: int = 256, mirror: bool = False) -> np.ndarray:
+    """(N, 128, 128, 3) uint8 RGB crops → (N, dim) unit vectors, exactly as the product embeds a crop; with
+    `mirror`, the normalised sum of the crop's and its mirror image's vectors (an option judged on held-out
+    people, not the product's default)."""
     model.eval()
     out = []
     for start in range(0, len(images), batch):
-        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch])).permute(0, 3, 1, 2).float() / 255
-        out.append(embed(model, x, mirror=flip).numpy())
+        x = bgr_tensor(np.asarray(images[start:start + batch]))
+        vectors = embed(model, x)
+        if mirror:
+            vectors = torch.nn.functional.normalize(vectors + embed(model, x.flip(3)), dim=1)
+        out.append(vectors.numpy())
     return np.concatenate(out).astype(np.float32)
-
-
-def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise Euclidean distance of unit vectors."""
-    return np.sqrt(np.clip(2.0 - 2.0 * np.sum(a * b, axis=1), 0.0, None))
 
 
 def all_pairs(labels: np.ndarray, max_negatives: int = 500_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +60,7 @@ def every_pair(emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndar
     return dist, labels[i] == labels[j], (i, j)
 
 
-def roc(dist: np.ndarray, same: np.ndarray, points: int = 400) -> dict[str, list[float]]:
+def roc(dist: np.ndarray, same: np.ndarray, points: int = 400) -> dict:
     """FAR and TAR as functions of the distance threshold (accept when distance < threshold).
 
     Thresholds are spaced by the quantiles of the impostor distances at the low end (where FAR is small and the
@@ -70,10 +74,10 @@ def roc(dist: np.ndarray, same: np.ndarray, points: int = 400) -> dict[str, list
     far = passed / len(neg)
     tar = np.searchsorted(pos, grid, side="left") / max(len(pos), 1)
     return {"distance": grid.tolist(), "far": far.tolist(), "tar": tar.tolist(),
-            # where no impostor got through, the bound (3/n) says nothing about *where* below the nearest
-            # impostor the rate reaches the target; the count (0) stands there, so galleries beyond the data's
-            # resolution extrapolate from the nearest impostor as before instead of refusing everyone
-            "far_upper": np.where(passed > 0, far_upper_bound(passed, len(neg)), 0.0).tolist()}
+            # an upper bound everywhere, also where no impostor got through (then the rule-of-three bound ≈ 3/n):
+            # a count of 0 from n pairs says the rate is below ~3/n, not that it is 0
+            "far_upper": far_upper_bound(passed, len(neg)).tolist(),
+            "impostor_pairs": int(len(neg)), "genuine_pairs": int(len(pos))}
 
 
 def far_upper_bound(passed: np.ndarray, impostors: int, confidence: float = 0.95) -> np.ndarray:
