@@ -27,8 +27,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DETECTOR_WEIGHTS = WEIGHTS_DIR / "detector.pt"
 LANDMARK_WEIGHTS = WEIGHTS_DIR / "landmarks.pt"
 
-# Detections below this probability are dropped. Chosen on celeba-wild's photos (benchmarks/detector.py): the
-# lowest value at which false detections per photo stay rare while every labelled face is still found.
+# Detections below this probability are dropped. Chosen on celeba-wild's photos against MTCNN's labels: lower
+# values found few more faces while detections that match no face grew fast (docs/EXPERIMENTS.md).
 MIN_SCORE = 0.5
 # A face counts as a main-face candidate when its score is within this much of the best one: of those, the largest
 # wins. A bag or an arm that the detector half-believes in (score well below the real face's) can then never win on

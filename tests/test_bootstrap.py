@@ -71,3 +71,14 @@ def test_far_upper_bound_is_the_rule_of_three_at_zero_and_meets_the_count_when_m
     # no impostor passed is no proof of a zero rate: the bound there is the rule of three, ~3 / impostor pairs
     assert curve["impostor_pairs"] == 50_000 and min(curve["far_upper"]) == pytest.approx(3.0 / 50_000, rel=0.01)
     assert np.all(np.diff(curve["far_upper"]) >= 0)
+
+
+def test_open_set_counts_rank1_and_names_at_most_the_allowed_strangers() -> None:
+    from train.evaluate import open_set
+
+    emb, labels = people(30, 3, 0.05, seed=3)
+    identities = [f"p{label}" for label in labels]
+    strangers = {f"p{i}" for i in range(20, 30)}
+    result = open_set(emb, identities, strangers)
+    assert (result["enrolled"], result["probes"], result["stranger_probes"]) == (20, 40, 30)
+    assert result["rank1"] == 1.0 and result["dir@fpir0.05"] >= result["dir@fpir0.01"] > 0.9

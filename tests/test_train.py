@@ -156,6 +156,20 @@ def test_tiny_fine_tuning_run_resumes_and_exports_a_judged_card(tmp_path: Path) 
     export.main(["--candidate", str(out / "last.pt"), "--cache", str(tmp_path / "crops"), "--weights", str(weights),
                  "--card", str(card), "--comparison", str(comparison)])
     written, verdict = json.loads(card.read_text()), json.loads(comparison.read_text())
-    assert verdict["ships"] in ("port", "finetuned") and "p_better" in json.dumps(verdict["finetuned"])
-    assert written["dim"] == (32 if verdict["ships"] == "finetuned" else 256)
+    candidate = str(out / "last.pt")
+    assert verdict["ships"] in ("port", candidate) and "p_better" in json.dumps(verdict[candidate])
+    assert written["dim"] == (32 if verdict["ships"] == candidate else 256)
     assert written["roc"]["impostor_pairs"] > 0 and written["threshold"] <= written["threshold_from_margin"]
+
+
+def test_shipping_rule_needs_a_held_out_win_and_no_real_photo_loss() -> None:
+    from train.export import choose
+
+    def verdict(p_a: float, tar_a: float, rank_a: float, p_b: float, tar_b: float, rank_b: float) -> dict:
+        entry = lambda p, tar: {"metrics": {"tar@far1e-3": tar}, "vs_port": {"tar@far1e-3": {"p_better": p}}}
+        return {"a": entry(p_a, tar_a), "b": entry(p_b, tar_b),
+                "real_photos_validation": {"port": {"rank1": 0.90}, "a": {"rank1": rank_a}, "b": {"rank1": rank_b}}}
+
+    assert choose(verdict(0.95, 0.86, 0.90, 0.99, 0.88, 0.90), ["a", "b"]) == "b"     # both qualify: higher TAR
+    assert choose(verdict(0.95, 0.86, 0.90, 0.99, 0.88, 0.85), ["a", "b"]) == "a"     # b loses on real photos
+    assert choose(verdict(0.80, 0.86, 0.95, 0.50, 0.88, 0.95), ["a", "b"]) == "port"  # no held-out win
