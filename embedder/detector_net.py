@@ -37,8 +37,8 @@ class Fire(nn.Module):
         self.expand1x1 = conv(squeeze, expand, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.squeeze(x))
-        return torch.cat([F.relu(self.expand3x3(x)), F.relu(self.expand1x1(x))], 1)
+        x = F.relu(self.squeeze(x), inplace=True)
+        return F.relu(torch.cat([self.expand3x3(x), self.expand1x1(x)], 1), inplace=True)
 
 
 class FaceDetectorNet(nn.Module):
@@ -60,7 +60,7 @@ class FaceDetectorNet(nn.Module):
         self.conf = conv(384, 9 * 2, 3)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.fires(self.pool1(F.relu(self.conv1(self.input_norm(x)))))
+        x = self.fires(self.pool1(F.relu(self.conv1(self.input_norm(x)), inplace=True)))
         n = x.shape[0]
         loc = self.loc(x).permute(0, 2, 3, 1).reshape(n, -1, 4)
         conf = self.conf(x).permute(0, 2, 3, 1).reshape(n, -1, 2)
@@ -89,7 +89,7 @@ def decode_detections(loc: torch.Tensor, scores: torch.Tensor, priors: torch.Ten
     keep = scores >= min_score
     loc, scores, priors = loc[keep], scores[keep], priors[keep]
     if len(scores) > TOP_K:
-        top = scores.topk(TOP_K).indices
+        top = torch.sort(scores, descending=True, stable=True).indices[:TOP_K]
         loc, scores, priors = loc[top], scores[top], priors[top]
     cx = priors[:, 0] + loc[:, 0] * VARIANCE[0] * priors[:, 2]
     cy = priors[:, 1] + loc[:, 1] * VARIANCE[1] * priors[:, 3]
@@ -106,7 +106,9 @@ def suppress_overlaps(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> 
     Written out (a few hundred candidates at most) rather than imported from torchvision, whose import alone
     costs more than a whole detection and would slow every `oneshot identify` start.
     """
-    order = scores.argsort(descending=True)
+    # stable: among equally confident boxes (saturated scores of 1.0 are common) the earlier prior wins, as in the
+    # IR's DetectionOutput
+    order = torch.sort(scores, descending=True, stable=True).indices
     boxes = boxes[order]
     area = (boxes[:, 2] - boxes[:, 0]).clamp_min(0) * (boxes[:, 3] - boxes[:, 1]).clamp_min(0)
     top_left = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])

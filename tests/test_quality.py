@@ -32,7 +32,8 @@ def test_refuses_small_turned_and_blurred_faces_and_accepts_a_sharp_frontal_one(
     sharp = checkerboard()
     assert enrolment_problem(sharp, face_at(150, 150, 60)) is None
     assert "too small" in enrolment_problem(sharp, face_at(150, 150, 8))
-    assert "turned" in enrolment_problem(sharp, face_at(150, 150, 60, nose_shift=0.48))
+    assert "turned" in enrolment_problem(sharp, face_at(150, 150, 60, nose_shift=0.75))      # a profile
+    assert enrolment_problem(sharp, face_at(150, 150, 60, nose_shift=0.45)) is None          # three-quarter view
     assert "blurred" in enrolment_problem(Image.new("RGB", (400, 400), (120, 110, 100)), face_at(150, 150, 60))
     assert sharpness(sharp) > sharpness(sharp.filter(ImageFilter.GaussianBlur(3)))
 
