@@ -110,7 +110,12 @@ def weights_digest(path: Path = EMBEDDER_WEIGHTS) -> str:
 def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Euclidean distance between unit vectors (0..2), row by row: the one distance the whole product compares by.
 
-    For unit vectors it equals sqrt(2 − 2·cosine); computed from the cosine so it also works on (n, d) × (d,).
+    Computed from the cosine (`distance_from_cosine`), so it also works on (n, d) × (d,).
     """
-    cosine = np.clip(np.sum(np.asarray(a, np.float64) * np.asarray(b, np.float64), axis=-1), -1.0, 1.0)
-    return np.sqrt(np.maximum(2.0 - 2.0 * cosine, 0.0))
+    return distance_from_cosine(np.sum(np.asarray(a, np.float64) * np.asarray(b, np.float64), axis=-1))
+
+
+def distance_from_cosine(cosine: np.ndarray | float) -> np.ndarray:
+    """Cosines (inner products) of unit vectors → their Euclidean distances, d = sqrt(2 − 2·cosine); clipped
+    because rounding can push a cosine past 1. The gallery's search and the evaluation use this same function."""
+    return np.sqrt(np.maximum(2.0 - 2.0 * np.asarray(cosine, dtype=np.float64), 0.0))

@@ -10,8 +10,9 @@ import json
 import os
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_NEGATIVE = 1   # a readable photo, but: unknown face, no face, not the same person, enrolment refused
 EXIT_BAD_INPUT = 2  # bad input or usage: unreadable photo, bad name, unknown person, corrupt gallery, ...
+EXIT_INTERNAL = 3   # an internal error: a bug, or the shipped model failing (not the user's input)
 
 EPILOG = """\b
 Exit codes:
@@ -35,6 +37,8 @@ Exit codes:
   2  bad input or usage: a missing, empty, truncated, non-image or too large
      photo, a bad name, removing an unknown name, a corrupt gallery, a bad
      option or argument
+  3  an internal error: the shipped model cannot be loaded or fails, or a
+     bug (not the user's input); --debug shows the traceback
 
 In a batch every photo succeeds or fails on its own; the exit code is the worst outcome. Errors are one line on stderr;
 --debug adds the traceback. People enrolled with another model (vectors of different models cannot be compared) are
@@ -53,29 +57,45 @@ app = typer.Typer(
 )
 
 
-class _State:
-    """Global options, set by the callback before any command runs."""
+@dataclass(frozen=True)
+class Globals:
+    """Global options: the callback stores them as the typer context object (`ctx.obj`) for the commands."""
 
     home: Optional[Path] = None
     debug: bool = False
 
 
-STATE = _State()
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output: one JSON object per line.")]
 
-JsonOption = typer.Option(False, "--json", help="Machine-readable output: one JSON object per line.")
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("oneshot")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"oneshot {_version()}")
+        raise typer.Exit(EXIT_OK)
 
 
 @app.callback()
 def _global(
-    home: Optional[Path] = typer.Option(
-        None, "--home", metavar="DIR",
+    ctx: typer.Context,
+    home: Annotated[Optional[Path], typer.Option(
+        "--home", metavar="DIR",
         help="Gallery directory. Default: $ONESHOT_HOME, else ~/.local/share/oneshot ($XDG_DATA_HOME/oneshot).",
-    ),
-    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks for errors."),
+    )] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Show the version and exit.", is_eager=True,
+                                          callback=_show_version)] = False,
 ) -> None:
     """One-shot face enrolment: enrol a person from one photo, identify faces in photos, remove people."""
-    STATE.home = home
-    STATE.debug = debug
+    ctx.obj = Globals(home, debug)
 
 
 # Photo arguments are plain strings, not Path: results and JSON report each photo exactly as the user typed it
@@ -84,14 +104,15 @@ def _global(
 
 @app.command()
 def enroll(
-    photos: list[str] = typer.Argument(..., metavar="PHOTO", help="Photos, one person per photo.",
-                                        show_default=False),
-    name: Optional[str] = typer.Option(None, "--name", "-n",
-                                       help="Enrol every photo as this person (default: each file's stem)."),
-    largest: bool = typer.Option(False, "--largest", help="Enrol the main face when a photo has several."),
-    force: bool = typer.Option(False, "--force",
-                               help="Enrol even when the face already matches a different person."),
-    as_json: bool = JsonOption,
+    ctx: typer.Context,
+    photos: Annotated[list[str], typer.Argument(metavar="PHOTO", help="Photos, one person per photo.",
+                                                show_default=False)],
+    name: Annotated[Optional[str], typer.Option(
+        "--name", "-n", help="Enrol every photo as this person (default: each file's stem).")] = None,
+    largest: Annotated[bool, typer.Option("--largest", help="Enrol the main face when a photo has several.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Enrol even when the face already matches a different person.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Enrol people from photos: `oneshot enroll alice.jpg` enrols 'alice' (the file stem).
 
@@ -104,24 +125,25 @@ def enroll(
         if name is not None:
             validate_name(name)   # one bad --name is a usage error, not one error per photo
         worst = EXIT_OK
-        with _service() as service:
+        with _service(ctx) as service:
             for result in service.enroll_iter(photos, name, largest=largest, force=force):
                 worst = max(worst, _enrol_code(result))
-                _report_enrolment(result, as_json)
+                _report_enrolment(result, as_json, debug=_globals(ctx).debug)
             _warn_stale(service.stale_faces())
         return worst
 
-    _run(run)
+    _run(ctx, run)
 
 
 @app.command()
 def reenroll(
-    directory: str = typer.Argument(..., metavar="DIR", help="A folder of photos named after the people.",
-                                    show_default=False),
-    largest: bool = typer.Option(False, "--largest", help="Use the main face when a photo has several."),
-    force: bool = typer.Option(False, "--force",
-                               help="Re-enrol even when the face already matches a different person."),
-    as_json: bool = JsonOption,
+    ctx: typer.Context,
+    directory: Annotated[str, typer.Argument(metavar="DIR", help="A folder of photos named after the people.",
+                                             show_default=False)],
+    largest: Annotated[bool, typer.Option("--largest", help="Use the main face when a photo has several.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Re-enrol even when the face already matches a different person.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Re-enrol people whose faces were made by another model, from photos in DIR named like `enroll` names them.
 
@@ -132,20 +154,21 @@ def reenroll(
     """
     def run() -> int:
         worst = EXIT_OK
-        with _service() as service:
+        with _service(ctx) as service:
             for result in service.reenroll_iter(directory, largest=largest, force=force):
                 worst = max(worst, _enrol_code(result))
-                _report_enrolment(result, as_json)
+                _report_enrolment(result, as_json, debug=_globals(ctx).debug)
             _warn_stale(service.stale_faces())
         return worst
 
-    _run(run)
+    _run(ctx, run)
 
 
 @app.command()
 def identify(
-    photos: list[str] = typer.Argument(..., metavar="PHOTO", help="Photos to identify.", show_default=False),
-    as_json: bool = JsonOption,
+    ctx: typer.Context,
+    photos: Annotated[list[str], typer.Argument(metavar="PHOTO", help="Photos to identify.", show_default=False)],
+    as_json: JsonOption = False,
 ) -> None:
     """Name every face in each photo, the main face first, or say unknown.
 
@@ -154,54 +177,58 @@ def identify(
     """
     def run() -> int:
         worst = EXIT_OK
-        with _service() as service:
+        with _service(ctx) as service:
             stale = service.stale_faces()
             _warn_stale(stale)
             for result in service.identify_iter(photos):
                 worst = max(worst, _identify_code(result))
-                _report_identification(result, as_json, prefix=len(photos) > 1, stale=stale)
+                _report_identification(result, as_json, prefix=len(photos) > 1, stale=stale,
+                                       debug=_globals(ctx).debug)
         return worst
 
-    _run(run)
+    _run(ctx, run)
 
 
 @app.command()
 def verify(
-    photo_a: str = typer.Argument(..., metavar="PHOTO_A", show_default=False),
-    photo_b: str = typer.Argument(..., metavar="PHOTO_B", show_default=False),
-    as_json: bool = JsonOption,
+    ctx: typer.Context,
+    photo_a: Annotated[str, typer.Argument(metavar="PHOTO_A", show_default=False)],
+    photo_b: Annotated[str, typer.Argument(metavar="PHOTO_B", show_default=False)],
+    as_json: JsonOption = False,
 ) -> None:
     """Same person? Compares the main face of two photos (the gallery is not used). Exit 1 when not."""
     def run() -> int:
         from enroll.service import INVALID, ERROR, REFUSED
 
-        with _service() as service:
+        with _service(ctx) as service:
             result = service.verify(photo_a, photo_b)
         if result.error is not None:
-            _error(result.error, result.exc)
+            _error(result.error, result.exc, debug=_globals(ctx).debug)
         if as_json:
             _print_json(result.to_json())
         elif result.same is not None:
             answer = "yes, the same person" if result.same else "no, different people"
             print(f"{answer}  (distance {result.distance:.2f}, threshold {result.threshold:.2f})")
-        if result.status in (INVALID, ERROR):
+        if result.status == ERROR:
+            return EXIT_INTERNAL
+        if result.status == INVALID:
             return EXIT_BAD_INPUT
         if result.status == REFUSED:
             return EXIT_NEGATIVE
         return EXIT_OK if result.same else EXIT_NEGATIVE
 
-    _run(run)
+    _run(ctx, run)
 
 
 @app.command("list")
-def list_people(as_json: bool = JsonOption) -> None:
+def list_people(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List everyone enrolled, with their number of photos.
 
     People whose photos were all enrolled with another model are listed as needing re-enrolment (JSON: "current"
     false; "faces" counts the current model's photos, "other_model_faces" the rest).
     """
     def run() -> int:
-        with _service() as service:
+        with _service(ctx) as service:
             people = service.people()
             stale = service.stale_faces()
         _warn_stale(stale)
@@ -216,17 +243,18 @@ def list_people(as_json: bool = JsonOption) -> None:
                       f"enrolled {person.created_at})")
         return EXIT_OK
 
-    _run(run)
+    _run(ctx, run)
 
 
 @app.command()
 def remove(
-    name: str = typer.Argument(..., metavar="NAME", show_default=False),
-    as_json: bool = JsonOption,
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", show_default=False)],
+    as_json: JsonOption = False,
 ) -> None:
     """Remove a person: their name, every face vector and index entry, erased in one transaction."""
     def run() -> int:
-        with _service() as service:
+        with _service(ctx) as service:
             removal = service.remove(name)
         if as_json:
             _print_json(removal.to_json())
@@ -234,14 +262,14 @@ def remove(
             print(f"removed {removal.name!r} ({removal.faces} photo{'s' if removal.faces != 1 else ''})")
         return EXIT_OK
 
-    _run(run)
+    _run(ctx, run)
 
 
 @app.command()
-def model(as_json: bool = JsonOption) -> None:
+def model(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show the shipped model: its base network and licence, what training changed, threshold, metrics and τ(N)."""
     def run() -> int:
-        with _service() as service:
+        with _service(ctx) as service:
             info = service.model_info()
         if as_json:
             _print_json(info.to_json())
@@ -269,35 +297,58 @@ def model(as_json: bool = JsonOption) -> None:
         print(f"gallery    {info.home}  ({people})")
         return EXIT_OK
 
-    _run(run)
+    _run(ctx, run)
 
 
 # -- plumbing ---------------------------------------------------------------------------------------------------
 
 
-def _service() -> "OneShot":
+def _globals(ctx: typer.Context) -> Globals:
+    """The global options, as the callback stored them (the defaults when it did not run)."""
+    obj = ctx.find_object(Globals)
+    return obj if obj is not None else Globals()
+
+
+def _service(ctx: typer.Context) -> "OneShot":
     from enroll.service import OneShot
 
-    return OneShot(STATE.home)
+    return OneShot(_globals(ctx).home)
 
 
-def _run(body: Any) -> NoReturn:
-    """Run a command body; map every exception to one `error:` line and exit 2 (a traceback only with --debug)."""
+def _run(ctx: typer.Context, body: Any) -> NoReturn:
+    """Run a command body; map every exception to one `error:` line and an exit code: 2 for bad input, 3 for an
+    internal error (a traceback only with --debug)."""
     try:
         code = body()
     except typer.Exit:
         raise
     except KeyboardInterrupt:
-        _error("interrupted", None)
+        _error("interrupted", None, debug=_globals(ctx).debug)
         raise typer.Exit(130) from None
     except BrokenPipeError:
         # `oneshot list | head -1`: the reader left; stop quietly (and keep Python from complaining at exit).
         _silence_stdout()
         raise typer.Exit(EXIT_OK) from None
     except Exception as exc:  # noqa: BLE001 - the user gets one line, never a traceback
-        _error(_message(exc), exc)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        _error(_message(exc), exc, debug=_globals(ctx).debug)
+        raise typer.Exit(EXIT_BAD_INPUT if _bad_input(exc) else EXIT_INTERNAL) from None
     raise typer.Exit(code)
+
+
+def _bad_input(exc: BaseException) -> bool:
+    """The user's input is at fault: an unusable photo, a bad name, a path of theirs, an unknown person or a corrupt
+    gallery. Anything else (the model failing to load or run, a bug) is an internal error."""
+    from enroll.names import InvalidName
+
+    expected: tuple[type[BaseException], ...] = (InvalidName, OSError)
+    try:
+        from embedder.photo import PhotoError
+        from gallery import GalleryError
+
+        expected = (*expected, PhotoError, GalleryError)
+    except Exception:  # noqa: BLE001 - failing to import them is itself an internal error
+        pass
+    return isinstance(exc, expected)
 
 
 def _silence_stdout() -> None:
@@ -326,8 +377,8 @@ def _message(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}: {text}"
 
 
-def _error(message: str, exc: BaseException | None) -> None:
-    if STATE.debug and exc is not None:
+def _error(message: str, exc: BaseException | None, *, debug: bool) -> None:
+    if debug and exc is not None:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     elif "internal error" in message and "--debug" not in message:
         message += " (run with --debug for details)"
@@ -339,32 +390,36 @@ def _print_json(obj: dict[str, Any]) -> None:
 
 
 def _enrol_code(result: "Enrolment") -> int:
-    from enroll.service import REFUSED
+    from enroll.service import ERROR, REFUSED
 
     if result.ok:
         return EXIT_OK
+    if result.status == ERROR:
+        return EXIT_INTERNAL
     return EXIT_NEGATIVE if result.status == REFUSED else EXIT_BAD_INPUT
 
 
-def _report_enrolment(result: "Enrolment", as_json: bool) -> None:
+def _report_enrolment(result: "Enrolment", as_json: bool, *, debug: bool) -> None:
     if as_json:
         _print_json(result.to_json())
     if not result.ok:
-        _error(result.message, result.exc)
+        _error(result.message, result.exc, debug=debug)
     elif not as_json:
         print(result.message)
 
 
 def _identify_code(result: "Identification") -> int:
+    from enroll.service import ERROR
+
     if result.error is not None:
-        return EXIT_BAD_INPUT
+        return EXIT_INTERNAL if result.status == ERROR else EXIT_BAD_INPUT
     return EXIT_OK if result.known else EXIT_NEGATIVE
 
 
 def _report_identification(result: "Identification", as_json: bool, *, prefix: bool,
-                           stale: "StaleFaces | None" = None) -> None:
+                           stale: "StaleFaces | None" = None, debug: bool = False) -> None:
     if result.error is not None:
-        _error(result.error, result.exc)
+        _error(result.error, result.exc, debug=debug)
     if as_json:
         record = result.to_json()
         # people the answer cannot include: enrolled with another model (see _warn_stale)
@@ -462,10 +517,10 @@ def main() -> None:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001
-        if STATE.debug:
+        if "--debug" in sys.argv[1:]:   # the context holding the global options is gone by now
             traceback.print_exc()
         print(f"error: internal error: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

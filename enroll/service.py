@@ -62,7 +62,7 @@ class Refused(Exception):
     """A readable photo that this operation will not accept (no face, several faces, looks like someone else)."""
 
 
-# Outcomes of one photo. "invalid" and "error" are bad input or a failure (exit 2); "refused" and "unknown" are a
+# Outcomes of one photo. "invalid" is bad input (exit 2), "error" an internal failure (exit 3); "refused" and "unknown" are a
 # negative answer about a readable photo (exit 1). "reenrolled": added, and the person's faces made by another
 # model deleted; "skipped": `reenroll` found nobody to re-enrol under this photo's name (not a failure).
 ENROLLED, ADDED, DUPLICATE, REFUSED, INVALID, ERROR = "enrolled", "added", "duplicate", "refused", "invalid", "error"
@@ -649,9 +649,10 @@ def _sha256(path: Path) -> str:
 
 
 def _distance(a: "np.ndarray", b: "np.ndarray") -> float:
-    """Euclidean distance between unit vectors, d = sqrt(2 − 2·cos), as on the model card."""
-    cosine = float(sum(float(x) * float(y) for x, y in zip(a, b)))
-    return max(0.0, 2.0 - 2.0 * cosine) ** 0.5
+    """The embedder's distance between two vectors (`embedder.api.distance`), imported when first needed."""
+    from embedder.api import distance
+
+    return float(distance(a, b))
 
 
 def _box(box: Sequence[float]) -> Box:

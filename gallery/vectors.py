@@ -46,5 +46,7 @@ def from_blob(blob: bytes, dim: int) -> np.ndarray | None:
 
 
 def ip_to_distance(ip: np.ndarray) -> np.ndarray:
-    """Inner products of unit vectors → Euclidean distances; clipped because rounding can push ip past 1."""
-    return np.sqrt(np.maximum(0.0, 2.0 - 2.0 * np.asarray(ip, dtype=np.float64)))
+    """Inner products of unit vectors → Euclidean distances: the embedder's one definition of distance."""
+    from embedder.api import distance_from_cosine
+
+    return distance_from_cosine(ip)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import struct
@@ -209,7 +210,7 @@ def test_help_documents_commands_and_exit_codes() -> None:
     for command in ("enroll", "identify", "verify", "list", "remove", "model"):
         assert command in out
     assert "Exit codes" in out and "open_door" in out
-    for number in ("0  success", "1  a negative answer", "2  bad input"):
+    for number in ("0  success", "1  a negative answer", "2  bad input", "3  an internal error"):
         assert number in out
     code, out, _ = run("identify", "--help")
     assert code == 0 and "--json" in out
@@ -489,9 +490,63 @@ def test_batch_identify_continues_past_failures(fake: FakeEngine, home: Path, ph
 def test_no_traceback_without_debug(fake: FakeEngine, home: Path, photos: Path) -> None:
     fake.fail_detection = True
     code, _, err = run("identify", photos / "alice.png")
-    assert code == 2 and "internal error" in one_error_line(err) and "detector exploded" in err
+    assert code == 3 and "internal error" in one_error_line(err) and "detector exploded" in err
     code, _, err = run("--debug", "identify", photos / "alice.png")
-    assert code == 2 and "Traceback" in err and "detector exploded" in err
+    assert code == 3 and "Traceback" in err and "detector exploded" in err
+
+
+def test_internal_errors_exit_3(fake: FakeEngine, home: Path, photos: Path, tmp_path: Path) -> None:
+    """A failing model is not the user's input: exit 3, one `error:` line; bad input in the same batch stays 2."""
+    bad = make_bad_inputs(tmp_path / "bad")
+    fake.fail_detection = True
+    for args in (["enroll", photos / "alice.png"], ["verify", photos / "alice.png", photos / "alice2.png"],
+                 ["identify", photos / "alice.png", "--json"]):
+        code, _, err = run(*args)
+        assert code == 3 and "internal error" in one_error_line(err) and "detector exploded" in err, args
+    code, _, err = run("enroll", bad["missing"], photos / "alice.png")   # the worst outcome wins
+    lines = err.strip().splitlines()
+    assert code == 3 and len(lines) == 2 and all(line.startswith("error: ") for line in lines)
+    assert run("enroll", bad["missing"])[0] == 2                     # bad input is still 2, usage too
+    assert run("identify")[0] == 2 and run("list", "--bogus")[0] == 2
+    fake.fail_detection = False
+    assert run("enroll", photos / "alice.png")[0] == 0
+
+
+def test_model_unavailable_exits_3(fake: FakeEngine, home: Path, photos: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing() -> dict[str, Any]:
+        raise FileNotFoundError("model card not found")
+
+    monkeypatch.setattr(fake, "model_card", missing)
+    for args in (["model"], ["enroll", photos / "alice.png"]):
+        code, _, err = run(*args)
+        assert code == 3 and "reinstall oneshot" in one_error_line(err), args
+
+
+def test_unexpected_exception_exits_3(fake: FakeEngine, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: service.OneShot) -> list[Any]:
+        raise KeyError("oops")
+
+    monkeypatch.setattr(service.OneShot, "people", broken)
+    code, _, err = run("list")
+    assert code == 3 and "internal error: KeyError" in one_error_line(err) and "--debug" in err
+
+
+def test_version() -> None:
+    code, out, _ = run("--version")
+    assert code == 0 and out.strip() == f"oneshot {cli._version()}"
+    assert re.fullmatch(r"oneshot (\d+(\.\d+)*\S*|unknown)", out.strip())
+    assert "--version" in run("--help")[1]
+
+
+def test_version_unknown_when_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert run("--version")[:2] == (0, "oneshot unknown\n")
 
 
 def test_home_option_beats_the_environment(fake: FakeEngine, home: Path, photos: Path, tmp_path: Path) -> None:

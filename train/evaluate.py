@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from embedder.api import distance
+from embedder.api import distance, distance_from_cosine
 from embedder.detector import bgr_tensor
 from embedder.model import embed
 
@@ -56,7 +56,7 @@ def every_pair(emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndar
     Gram matrix, so ~2,600 photos (3.5 M pairs) cost ~28 MB rather than two gathered copies of the vectors."""
     i, j = np.triu_indices(len(labels), k=1)
     gram = emb @ emb.T
-    dist = np.sqrt(np.clip(2.0 - 2.0 * gram[i, j], 0.0, None)).astype(np.float32)
+    dist = distance_from_cosine(gram[i, j]).astype(np.float32)
     return dist, labels[i] == labels[j], (i, j)
 
 
