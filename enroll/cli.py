@@ -281,7 +281,7 @@ def model(ctx: typer.Context, as_json: JsonOption = False) -> None:
             print(_wrapped("changes    ", info.changes))
         print(_wrapped("calibrated ", info.data))
         trained = f"{info.loss} loss, " if info.loss else ""
-        print(f"margin     {trained}margin {info.margin}  (threshold band: mean held-out genuine distance + margin / 2)")
+        print(f"margin     {trained}margin {info.margin}  (threshold band: mean genuine distance + margin / 2)")
         at_far = f" at false accept rate {info.threshold_far:g}" if info.threshold_far is not None else ""
         print(f"threshold  {info.threshold:.3f}  (one comparison{at_far}; used by verify)")
         if info.metrics:

@@ -62,9 +62,9 @@ class Refused(Exception):
     """A readable photo that this operation will not accept (no face, several faces, looks like someone else)."""
 
 
-# Outcomes of one photo. "invalid" is bad input (exit 2), "error" an internal failure (exit 3); "refused" and "unknown" are a
-# negative answer about a readable photo (exit 1). "reenrolled": added, and the person's faces made by another
-# model deleted; "skipped": `reenroll` found nobody to re-enrol under this photo's name (not a failure).
+# Outcomes of one photo. "invalid" is bad input (exit 2), "error" an internal failure (exit 3); "refused" and
+# "unknown" are a negative answer about a readable photo (exit 1). "reenrolled": added, and the person's faces made
+# by another model deleted; "skipped": `reenroll` found nobody to re-enrol under this photo's name (not a failure).
 ENROLLED, ADDED, DUPLICATE, REFUSED, INVALID, ERROR = "enrolled", "added", "duplicate", "refused", "invalid", "error"
 REENROLLED, SKIPPED = "reenrolled", "skipped"
 
@@ -273,7 +273,8 @@ class ModelInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "dim": self.dim, "input_size": self.input_size, "loss": self.loss,
-                "margin": self.margin, "threshold": self.threshold, "threshold_far": self.threshold_far, "data": self.data, "steps": self.steps,
+                "margin": self.margin, "threshold": self.threshold, "threshold_far": self.threshold_far,
+                "data": self.data, "steps": self.steps,
                 "metrics": self.metrics, "fpir": self.fpir,
                 "thresholds": [{"people": n, "threshold": round(t, 4), "extrapolated": self.extrapolated(n)}
                                for n, t in self.thresholds],

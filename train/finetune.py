@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
         entry: dict = {"step": step, "loss": float(loss.detach()), "lr": schedule.get_last_lr()[0]}
         if step % args.eval_every == 0 or step == args.steps:
             entry["held_out_tar@far1e-3"] = held_out_tar(split, val_features, val_set)
-            print(f"step {step} loss {float(loss.detach()):.4f} held-out TAR@FAR0.1% {entry['held_out_tar@far1e-3']:.4f}",
+            tar = entry["held_out_tar@far1e-3"]
+            print(f"step {step} loss {float(loss.detach()):.4f} held-out TAR@FAR0.1% {tar:.4f}",
                   flush=True)
             checkpoint()
         log.write(json.dumps(entry) + "\n")
