@@ -99,3 +99,16 @@ def test_the_same_person_is_closer_than_a_stranger_on_real_photos() -> None:
     assert np.mean(np.array(nearest) == np.arange(len(people))) >= 10 / 12       # rank-1 on photos years apart
     impostor = api.distance(gallery, np.roll(probes, 1, axis=0))
     assert np.all(impostor >= api.model_card()["threshold"])                    # no stranger accepted
+
+
+def test_the_product_never_imports_openvino_or_torchvision() -> None:
+    """openvino is only the ports' reference (a test extra); torchvision's import would cost every cold start."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from PIL import Image; import embedder; "
+            "embedder.detect_faces(Image.new('RGB', (320, 240))); "
+            "embedder.face_embeddings([Image.new('RGB', (128, 128))]); "
+            "print(sorted(m for m in ('openvino', 'torchvision') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
