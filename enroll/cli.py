@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from enroll.service import Enrolment, Identification, ModelInfo, OneShot
     from gallery import StaleFaces
 
@@ -124,13 +126,9 @@ def enroll(
 
         if name is not None:
             validate_name(name)   # one bad --name is a usage error, not one error per photo
-        worst = EXIT_OK
         with _service(ctx) as service:
-            for result in service.enroll_iter(photos, name, largest=largest, force=force):
-                worst = max(worst, _enrol_code(result))
-                _report_enrolment(result, as_json, debug=_globals(ctx).debug)
-            _warn_stale(service.stale_faces())
-        return worst
+            return _report_enrolments(ctx, service, service.enroll_iter(photos, name, largest=largest, force=force),
+                                      as_json)
 
     _run(ctx, run)
 
@@ -153,15 +151,22 @@ def reenroll(
     afterwards is counted in a warning on stderr.
     """
     def run() -> int:
-        worst = EXIT_OK
         with _service(ctx) as service:
-            for result in service.reenroll_iter(directory, largest=largest, force=force):
-                worst = max(worst, _enrol_code(result))
-                _report_enrolment(result, as_json, debug=_globals(ctx).debug)
-            _warn_stale(service.stale_faces())
-        return worst
+            return _report_enrolments(ctx, service, service.reenroll_iter(directory, largest=largest, force=force),
+                                      as_json)
 
     _run(ctx, run)
+
+
+def _report_enrolments(ctx: typer.Context, service: "OneShot", results: "Iterable[Enrolment]",
+                       as_json: bool) -> int:
+    """Print each photo's enrolment as it happens, then the stale-model warning; the worst exit code."""
+    worst = EXIT_OK
+    for result in results:
+        worst = max(worst, _enrol_code(result))
+        _report_enrolment(result, as_json, debug=_globals(ctx).debug)
+    _warn_stale(service.stale_faces())
+    return worst
 
 
 @app.command()
