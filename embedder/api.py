@@ -67,21 +67,18 @@ def enrolment_problem(image: "Image.Image", face: Face) -> str | None:
 @lru_cache(maxsize=1)
 def embedder_net() -> "torch.nn.Module":
     """The shipped embedding network, loaded on first use, once per process."""
-    import torch
-
-    from embedder.detector import load_weights
+    from embedder.layers import load_weights
     from embedder.model import FaceEmbeddingNet
 
     with _lock:
-        config = torch.load(EMBEDDER_WEIGHTS, map_location="cpu", weights_only=True).get("config", {})
-        return load_weights(FaceEmbeddingNet(**config), EMBEDDER_WEIGHTS)
+        return load_weights(FaceEmbeddingNet, EMBEDDER_WEIGHTS)
 
 
 def face_embeddings(crops: Sequence["Image.Image"]) -> np.ndarray:
     """Aligned crops → (n, dim) float32 unit vectors."""
     import torch
 
-    from embedder.detector import bgr_tensor
+    from embedder.layers import bgr_tensor
     from embedder.model import embed
 
     if not crops:

@@ -39,33 +39,24 @@ MAX_FACES = 100
 _lock = threading.Lock()
 
 
-def load_weights(module: "nn.Module", path: Path) -> "nn.Module":
-    """Float16 weights as saved by `train.convert_openvino` (or `train.export`) → the module in eval mode, float32,
-    channels-last: oneDNN's CPU convolutions run these networks ~1.4× faster on one thread in that layout
-    (benchmarks/speed.py), and `bgr_tensor`'s pixels are laid out that way already."""
-    import torch
-
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    module.load_state_dict({k: v.float() for k, v in saved["model"].items()})
-    return module.eval().to(memory_format=torch.channels_last)
-
-
 @lru_cache(maxsize=1)
 def detector_net() -> "nn.Module":
     """The detector, loaded on first use, once per process."""
     from embedder.detector_net import FaceDetectorNet
+    from embedder.layers import load_weights
 
     with _lock:
-        return load_weights(FaceDetectorNet(), DETECTOR_WEIGHTS)
+        return load_weights(FaceDetectorNet, DETECTOR_WEIGHTS)
 
 
 @lru_cache(maxsize=1)
 def landmark_net() -> "nn.Module":
     """The landmark network, loaded on first use, once per process."""
     from embedder.landmark_net import LandmarkNet
+    from embedder.layers import load_weights
 
     with _lock:
-        return load_weights(LandmarkNet(), LANDMARK_WEIGHTS)
+        return load_weights(LandmarkNet, LANDMARK_WEIGHTS)
 
 
 @lru_cache(maxsize=1)
@@ -75,34 +66,27 @@ def _priors() -> "torch.Tensor":
     return prior_boxes()
 
 
-def bgr_tensor(pixels: np.ndarray) -> "torch.Tensor":
-    """(N, H, W, 3) uint8 RGB → (N, 3, H, W) float BGR in 0–255: the input convention of all three networks.
-
-    The tensor keeps the pixels' NHWC memory (a channels-last view of NCHW), the layout the loaded networks use."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(pixels[..., ::-1])).permute(0, 3, 1, 2).float()
-
-
 def detect_faces(image: Image.Image, min_score: float = MIN_SCORE) -> list[Face]:
     """Every face in the photo with its 5 landmarks, the main face first (`main_face_first`)."""
-    boxes, scores = find_boxes(image, min_score)
+    rgb = to_rgb(image)
+    boxes, scores = find_boxes(rgb, min_score)
     if len(boxes) == 0:
         return []
-    marks = locate_landmarks(image, boxes)
+    marks = locate_landmarks(rgb, boxes)
     faces = [Face(box=tuple(float(v) for v in box), score=float(score),  # type: ignore[arg-type]
                   landmarks=tuple((float(x), float(y)) for x, y in points))
              for box, score, points in zip(boxes, scores, marks)]
     return main_face_first(faces)
 
 
-def find_boxes(image: Image.Image, min_score: float = MIN_SCORE) -> tuple[np.ndarray, np.ndarray]:
-    """Face boxes (n, 4) in photo pixels, clipped to the photo, and their probabilities (n,), most probable first."""
+def find_boxes(rgb: Image.Image, min_score: float = MIN_SCORE) -> tuple[np.ndarray, np.ndarray]:
+    """Face boxes (n, 4) in pixels of the RGB photo, clipped to it, and their probabilities (n,), most probable
+    first."""
     import torch
 
     from embedder.detector_net import INPUT_SIZE, decode_detections
+    from embedder.layers import bgr_tensor
 
-    rgb = to_rgb(image)
     w, h = rgb.size
     resized = rgb.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR)
     with torch.inference_mode():
@@ -127,13 +111,13 @@ def landmark_region(box: np.ndarray, photo_size: tuple[int, int]) -> tuple[int, 
     return left, top, max(right, left + 1), max(bottom, top + 1)
 
 
-def locate_landmarks(image: Image.Image, boxes: np.ndarray) -> np.ndarray:
-    """(n, 5, 2) landmarks in photo pixels, one set per box (one batched pass of the landmark network)."""
+def locate_landmarks(rgb: Image.Image, boxes: np.ndarray) -> np.ndarray:
+    """(n, 5, 2) landmarks in pixels of the RGB photo, one set per box (one batched pass of the landmark network)."""
     import torch
 
     from embedder.landmark_net import INPUT_SIZE
+    from embedder.layers import bgr_tensor
 
-    rgb = to_rgb(image)
     regions = [landmark_region(box, rgb.size) for box in boxes]
     crops = np.stack([np.asarray(rgb.crop(r).resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR))
                       for r in regions])

@@ -115,10 +115,11 @@ def source_note(network: Network, teachers: Path) -> dict[str, str]:
                (xml, xml.with_suffix(".bin"))}}
 
 
-def save(module: nn.Module, path: Path, source: dict[str, str]) -> None:
-    """float16 weights (the IR's own precision, so nothing is lost) plus where they came from."""
+def save(module: nn.Module, path: Path, source: dict[str, str], config: dict | None = None) -> None:
+    """float16 weights (the IR's own precision, so nothing is lost), where they came from, and the constructor's
+    arguments when the network has any (what `embedder.layers.load_weights` reads back)."""
     state = {k: v.half() for k, v in module.state_dict().items()}
-    torch.save({"model": state, "source": source}, path)
+    torch.save({"model": state, "source": source, **({"config": config} if config else {})}, path)
 
 
 def main(argv: list[str] | None = None) -> None:

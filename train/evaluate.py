@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from embedder.api import distance, distance_from_cosine
-from embedder.detector import bgr_tensor
+from embedder.layers import bgr_tensor
 from embedder.model import embed
 
 __all__ = ["distance", "embed_array", "every_pair", "roc", "far_upper_bound", "tar_at_far", "verification_report",

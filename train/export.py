@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shlex
 import sys
@@ -29,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedder.api import EMBEDDER_CARD, EMBEDDER_WEIGHTS
+from embedder.api import EMBEDDER_CARD, EMBEDDER_WEIGHTS, weights_digest
 from embedder.layers import count_parameters
 from embedder.model import FaceEmbeddingNet
-from train.convert_openvino import EMBEDDER, port, source_note
+from train.convert_openvino import EMBEDDER, port, save, source_note
 from train.data_paths import REPO_ROOT, teachers_root
 from train.evaluate import (PairTable, embed_array, every_pair, open_set, paired_bootstrap, roc, tar_at_far,
                             verification_report)
@@ -101,13 +100,6 @@ def calibrate(emb: np.ndarray, val: FaceSet, margin: float) -> dict:
     }
 
 
-def save_weights(net: FaceEmbeddingNet, path: Path, source: dict) -> str:
-    """float16 weights + config + provenance; returns the model id (short hash of the file)."""
-    state = {k: v.half() for k, v in net.state_dict().items()}
-    torch.save({"model": state, "config": {"head_dim": net.head_dim}, "source": source}, path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidate", type=Path, action="append", default=[],
@@ -141,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     train_args = saved.get("args", {})
     margin = float(train_args.get("margin", PORT_MARGIN))
     base = source_note(EMBEDDER, teachers)  # type: ignore[arg-type]
-    model_id = save_weights(net, args.weights, base)
+    save(net, args.weights, base, config={"head_dim": net.head_dim})
+    model_id = weights_digest(args.weights)
     card = {
         "name": "oneshot-embedder",
         "model_id": model_id,

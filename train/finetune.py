@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from embedder.detector import bgr_tensor
+from embedder.layers import bgr_tensor
 from embedder.model import FaceEmbeddingNet, embed
 from train.convert_openvino import EMBEDDER, port
 from train.data_paths import teachers_root
