@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from embedder.align import align_face
+from embedder.detector import landmark_region
 from embedder.photo import load_photo
 from train.data_paths import teachers_root
 
@@ -38,27 +39,17 @@ EMBEDDER = "face-reidentification-retail-0095"
 DETECTOR_SIZE = 300
 LANDMARK_SIZE = 48
 MIN_CONFIDENCE = 0.5
-BOX_ENLARGE = 1.15
 
 Box = tuple[float, float, float, float]
 
 
 def bgr_batch(images: Sequence[Image.Image]) -> np.ndarray:
-    """RGB images of one size → (N, 3, H, W) float32 BGR in 0–255: the input convention of all three networks."""
-    pixels = np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) for image in images])
-    return np.ascontiguousarray(pixels[..., ::-1].transpose(0, 3, 1, 2))
+    """RGB images of one size → the networks' (N, 3, H, W) BGR 0–255 input (`embedder.layers.bgr_tensor`), as the
+    contiguous float32 array openvino takes."""
+    from embedder.layers import bgr_tensor
 
-
-def enlarged_region(box: Box, photo_size: tuple[int, int], factor: float = BOX_ENLARGE) -> tuple[int, int, int, int]:
-    """The crop the landmark network was trained on: `box` scaled by `factor` about its centre, clipped to the
-    photo, in whole pixels (at least 1×1)."""
-    x1, y1, x2, y2 = box
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    half_w, half_h = (x2 - x1) * factor / 2, (y2 - y1) * factor / 2
-    w, h = photo_size
-    left, top = max(0, int(round(cx - half_w))), max(0, int(round(cy - half_h)))
-    right, bottom = min(w, int(round(cx + half_w))), min(h, int(round(cy + half_h)))
-    return left, top, max(right, left + 1), max(bottom, top + 1)
+    pixels = np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in images])
+    return np.ascontiguousarray(bgr_tensor(pixels).numpy())
 
 
 def largest(boxes: Sequence[Box]) -> Box | None:
@@ -119,7 +110,7 @@ class OpenVinoReference:
 
     def landmarks(self, image: Image.Image, box: Box) -> np.ndarray:
         """(5, 2) landmarks in photo pixels for the face in `box`."""
-        region = enlarged_region(box, image.size)
+        region = landmark_region(np.asarray(box), image.size)      # the IR's 1.15× crop, as the product
         crop = image.convert("RGB").crop(region).resize((LANDMARK_SIZE, LANDMARK_SIZE), Image.Resampling.BILINEAR)
         fractions = self.landmark_net(bgr_batch([crop]))[self.landmark_net.output(0)].reshape(5, 2)
         left, top, right, bottom = region
