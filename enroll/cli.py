@@ -123,11 +123,13 @@ def enroll(
     """
     def run() -> int:
         from enroll.names import validate_name
+        from enroll.progress import tracked
 
         if name is not None:
             validate_name(name)   # one bad --name is a usage error, not one error per photo
         with _service(ctx) as service:
-            return _report_enrolments(ctx, service, service.enroll_iter(photos, name, largest=largest, force=force),
+            results = service.enroll_iter(photos, name, largest=largest, force=force)
+            return _report_enrolments(ctx, service, tracked(results, len(photos), "enrolling", as_json=as_json),
                                       as_json)
 
     _run(ctx, run)
@@ -181,11 +183,13 @@ def identify(
     gallery grows. A photo's answer is its main face. Exit code 1 when any photo is unknown or has no face.
     """
     def run() -> int:
+        from enroll.progress import tracked
+
         worst = EXIT_OK
         with _service(ctx) as service:
             stale = service.stale_faces()
             _warn_stale(stale)
-            for result in service.identify_iter(photos):
+            for result in tracked(service.identify_iter(photos), len(photos), "identifying", as_json=as_json):
                 worst = max(worst, _identify_code(result))
                 _report_identification(result, as_json, prefix=len(photos) > 1, stale=stale,
                                        debug=_globals(ctx).debug)
