@@ -165,11 +165,32 @@ def test_tiny_fine_tuning_run_resumes_and_exports_a_judged_card(tmp_path: Path) 
 def test_shipping_rule_needs_a_held_out_win_and_no_real_photo_loss() -> None:
     from train.export import choose
 
-    def verdict(p_a: float, tar_a: float, rank_a: float, p_b: float, tar_b: float, rank_b: float) -> dict:
+    def verdict(p_a: float, tar_a: float, real_a: tuple[float, float], p_b: float, tar_b: float,
+                real_b: tuple[float, float]) -> dict:
         entry = lambda p, tar: {"metrics": {"tar@far1e-3": tar}, "vs_port": {"tar@far1e-3": {"p_better": p}}}
+        real = lambda r: {"rank1": r[0], "dir@fpir0.01": r[1]}
         return {"a": entry(p_a, tar_a), "b": entry(p_b, tar_b),
-                "real_photos_validation": {"port": {"rank1": 0.90}, "a": {"rank1": rank_a}, "b": {"rank1": rank_b}}}
+                "real_photos_validation": {"port": real((0.90, 0.80)), "a": real(real_a), "b": real(real_b)}}
 
-    assert choose(verdict(0.95, 0.86, 0.90, 0.99, 0.88, 0.90), ["a", "b"]) == "b"     # both qualify: higher TAR
-    assert choose(verdict(0.95, 0.86, 0.90, 0.99, 0.88, 0.85), ["a", "b"]) == "a"     # b loses on real photos
-    assert choose(verdict(0.80, 0.86, 0.95, 0.50, 0.88, 0.95), ["a", "b"]) == "port"  # no held-out win
+    fine = (0.90, 0.80)
+    assert choose(verdict(0.95, 0.86, fine, 0.99, 0.88, fine), ["a", "b"]) == "b"            # both qualify: higher TAR
+    assert choose(verdict(0.95, 0.86, fine, 0.99, 0.88, (0.85, 0.80)), ["a", "b"]) == "a"    # b loses rank-1
+    assert choose(verdict(0.95, 0.86, fine, 0.99, 0.88, (0.90, 0.78)), ["a", "b"]) == "a"    # b loses at FPIR 1 %
+    assert choose(verdict(0.80, 0.86, (0.95, 0.9), 0.50, 0.88, (0.95, 0.9)), ["a", "b"]) == "port"  # no held-out win
+
+
+def test_mix_interpolates_weights_between_port_and_candidate() -> None:
+    from embedder.model import FaceEmbeddingNet
+    from train.export import mixed
+
+    torch.manual_seed(0)
+    a, b = FaceEmbeddingNet().eval(), FaceEmbeddingNet().eval()
+    half = mixed(a, b, 0.5).state_dict()
+    key = "stem.0.weight"
+    assert torch.allclose(half[key], (a.state_dict()[key] + b.state_dict()[key]) / 2)
+    assert torch.equal(mixed(a, b, 0.0).state_dict()[key], a.state_dict()[key])
+    assert torch.equal(mixed(a, b, 1.0).state_dict()[key], b.state_dict()[key])
+    with pytest.raises(ValueError):
+        mixed(a, FaceEmbeddingNet(head_dim=32), 0.5)
+    with pytest.raises(ValueError):
+        mixed(a, b, 1.5)
