@@ -309,6 +309,44 @@ def model(ctx: typer.Context, as_json: JsonOption = False) -> None:
     _run(ctx, run)
 
 
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but loopback needs a token.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8000,
+    token: Annotated[Optional[str], typer.Option(
+        "--token", help="Require 'Authorization: Bearer TOKEN' on the API. Default: $ONESHOT_TOKEN (preferred: "
+                        "a command line is visible to other users).", show_default=False)] = None,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.1, help="Largest request accepted.")]
+    = 20.0,
+) -> None:
+    """Run the HTTP service and its page at http://HOST:PORT/ (JSON API described at /docs).
+
+    The models load once; the gallery is the same as the CLI's, so both can be used side by side. Stops cleanly
+    on SIGTERM or Ctrl-C.
+    """
+    def run() -> int:
+        try:
+            from enroll import server
+        except ImportError as exc:
+            raise RuntimeError(f"the service needs fastapi, uvicorn and python-multipart ({exc}); "
+                               "reinstall oneshot") from None
+        config = server.ServeConfig(home=_globals(ctx).home, host=host, port=port,
+                                    token=server.environ_token(token), max_upload_bytes=int(max_upload_mb * 1e6))
+        try:
+            server.check_exposure(host, config.token)
+        except ValueError as exc:
+            raise _UsageError(str(exc)) from None
+        return server.run(config)
+
+    _run(ctx, run)
+
+
+class _UsageError(OSError):
+    """A bad combination of options (reported like bad input: one line, exit 2)."""
+
+
 # -- plumbing ---------------------------------------------------------------------------------------------------
 
 
