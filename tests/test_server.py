@@ -162,8 +162,12 @@ def test_bad_input_is_400_with_the_clis_line(client: TestClient, tmp_path: Path)
     text_photo = client.post("/identify", data={"photo": "not a file"}, files={"other": ("a.png", ALICE_1)})
     assert "file upload" in one_line_error(text_photo, 400)
     assert "path separator" in one_line_error(client.delete("/people/a%5Cb"), 400)
-    weird = enrol(client, "alice", b"", "../../etc/pass\nwd")       # a client's file name is only a label
-    assert one_line_error(weird, 400) == "pass wd: file is empty (0 bytes)"
+    weird = enrol(client, "alice", b"", "../../etc/passwd")          # a client's file name is only a label
+    assert one_line_error(weird, 400) == "passwd: file is empty (0 bytes)"
+    from starlette.datastructures import UploadFile
+
+    assert server._upload_name(UploadFile(io.BytesIO(), filename="C:\\x\\a\nb\x07c.jpg"), 1, 1) == "a b c.jpg"
+    assert server._upload_name(UploadFile(io.BytesIO(), filename=""), 2, 3) == "photo 2"
     assert client.get("/people").json()["people"] == []              # nothing got in
 
 
