@@ -387,6 +387,7 @@ def run(config: ServeConfig) -> int:
     import uvicorn
 
     check_exposure(config.host, config.token)
+    _check_port(config.host, config.port)   # before the models load: a port in use is said at once
     workers = Workers(config.home, config.workers)
     workers.read(warm_up)              # the models load now: a failure is one error line, before listening
     app = create_app(config, workers=workers)
@@ -406,14 +407,33 @@ def run(config: ServeConfig) -> int:
             _log("stopped; the gallery is closed")
             raise SystemExit(0) from None
         workers.close()
-        raise OSError(f"cannot listen on {config.host}:{config.port}: the port is in use or the address is not "
-                      "one of this machine's") from None
+        raise OSError(_cannot_listen(config.host, config.port, "the port is in use")) from None
     if not server.started:
         workers.close()
-        raise OSError(f"cannot listen on {config.host}:{config.port}: the port is in use or the address is not "
-                      "one of this machine's")
+        raise OSError(_cannot_listen(config.host, config.port, "the port is in use"))
     _log("stopped; the gallery is closed")
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Raise OSError (one line) when `host:port` cannot be listened on, the way uvicorn will try it."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(_cannot_listen(host, port, f"unknown address ({exc.strerror})")) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise OSError(_cannot_listen(host, port, exc.strerror or str(exc))) from None
+
+
+def _cannot_listen(host: str, port: int, why: str) -> str:
+    return f"cannot listen on {host}:{port}: {why}"
 
 
 def environ_token(given: str | None) -> str | None:
