@@ -326,7 +326,7 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but loopback needs a token.")]
     = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
     token: Annotated[Optional[str], typer.Option(
         "--token", help="Require 'Authorization: Bearer TOKEN' on the API. Default: $ONESHOT_TOKEN (preferred: "
                         "a command line is visible to other users).", show_default=False)] = None,

@@ -32,6 +32,7 @@ class Workers:
         for service in self._all:
             self._idle.put(service)
         self._write_lock = threading.Lock()
+        self._closed = False
         self.home = self._all[0].home
 
     @contextmanager
@@ -53,7 +54,12 @@ class Workers:
             return job(service)
 
     def close(self) -> None:
-        """Close every gallery (writing its index cache), waiting for jobs still running to give theirs back."""
+        """Close every gallery (writing its index cache), waiting for jobs still running to give theirs back.
+        Closing twice is harmless (uvicorn's shutdown and a failed start may both ask)."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
         for _ in self._all:
             service = self._idle.get()
             service.close()

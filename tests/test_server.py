@@ -343,3 +343,24 @@ def test_server_module_keeps_the_cli_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     assert server.DEFAULT_HOST == "127.0.0.1"
+
+
+def test_workers_close_once_and_lend_one_service_per_job(home: Path, engine: FakeEngine) -> None:
+    from enroll.workers import Workers
+
+    workers = Workers(home, 2, engine)
+    seen: set[int] = set()
+    inside = threading.Barrier(2)
+
+    def job(service: Any) -> None:
+        seen.add(id(service))
+        inside.wait(5)               # both jobs hold a service at the same time: they must be different ones
+
+    threads = [threading.Thread(target=workers.read, args=(job,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 2
+    workers.close()
+    workers.close()                  # a second close must not wait forever for services already closed
