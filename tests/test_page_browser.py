@@ -127,3 +127,21 @@ def test_enrol_identify_remove_through_the_page(tmp_path: Path, browser: Any) ->
                     and "notes.jpg" not in e["message"] and "/identify" not in e["message"]]
         assert problems == [], problems              # no script errors, nothing blocked by the page's CSP
         assert server.stop() == 0
+
+
+def test_the_page_asks_for_the_token(tmp_path: Path, browser: Any) -> None:
+    """With a token set, the page shows the service's 401 line and a token box; once given, the page works."""
+    wait = WebDriverWait(browser, 60)
+    with Server(tmp_path / "home", env={"ONESHOT_TOKEN": "page-test-token-123"}) as server:
+        browser.get(server.url + "/")
+        wait.until(ec.text_to_be_present_in_element((By.ID, "error"), "error: this service needs a token"))
+        assert browser.find_element(By.ID, "token-row").is_displayed()
+        browser.find_element(By.ID, "token").send_keys("wrong")
+        browser.find_element(By.ID, "token-save").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "error"), "needs a token"))
+        browser.find_element(By.ID, "token").send_keys("page-test-token-123")
+        browser.find_element(By.ID, "token-save").click()
+        wait.until(ec.invisibility_of_element_located((By.ID, "token-row")))
+        assert browser.find_element(By.ID, "error").text == ""
+        assert browser.find_element(By.ID, "people-empty").is_displayed()
+        assert server.stop() == 0
