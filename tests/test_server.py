@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from embedder.photo import load_photo  # noqa: E402
 from enroll import server  # noqa: E402
 from enroll.server import ServeConfig, check_exposure, create_app, is_loopback  # noqa: E402
-from tests.test_cli import ALICE, BACKGROUND, BOB, CAROL, ERIN, FakeEngine, jsonl, make_bad_inputs, run  # noqa: E402
+from tests.test_cli import ALICE, BACKGROUND, BOB, ERIN, FakeEngine, jsonl, make_bad_inputs, run  # noqa: E402
 
 
 def png(*faces: tuple[tuple[int, int, int], int, int, int], size: tuple[int, int] = (200, 150),
