@@ -364,3 +364,17 @@ def test_workers_close_once_and_lend_one_service_per_job(home: Path, engine: Fak
     assert len(seen) == 2
     workers.close()
     workers.close()                  # a second close must not wait forever for services already closed
+
+
+def test_a_corrupt_gallery_is_500_with_the_clis_line(home: Path, engine: FakeEngine,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from enroll import service
+
+    monkeypatch.setattr(service, "default_engine", lambda: engine)
+    home.mkdir(parents=True)
+    (home / "gallery.sqlite3").write_bytes(b"this is not a database" * 100)
+    code, _, err = run("list")
+    with client_for(ServeConfig(home=home), engine) as c:
+        for response in (c.get("/people"), identify(c, ("a.png", ALICE_1)), enrol(c, "alice", ALICE_1)):
+            assert f"error: {one_line_error(response, 500)}" == err.strip()
+        assert c.get("/healthz").status_code == 200          # the service itself is alive
