@@ -9,10 +9,12 @@ Only Pillow is imported here: reading a photo must not pull in torch.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import struct
 import warnings
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,20 +39,39 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Inde
 class PhotoError(ValueError):
     """A photo that cannot be used; the message is one line naming the path and the problem."""
 
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+    def __init__(self, path: "str | os.PathLike[str] | PhotoBytes", problem: str) -> None:
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
 
-def load_photo(path: str | os.PathLike[str]) -> Image.Image:
-    """Read `path` as an upright 8-bit RGB image (EXIF orientation applied), fully decoded.
+@dataclass(frozen=True)
+class PhotoBytes:
+    """A photo held in memory, such as an upload to `oneshot serve`: it is decoded from memory and never written to
+    disk (a face photo is biometric data). `name` is how messages refer to it, like a path for a file."""
+
+    name: str
+    data: bytes = b""
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def load_photo(path: str | os.PathLike[str] | PhotoBytes) -> Image.Image:
+    """Read `path` (or the bytes of a `PhotoBytes`) as an upright 8-bit RGB image (EXIF orientation applied), fully
+    decoded.
 
     Raises `PhotoError` for a missing path, a directory, an empty, truncated or non-image file, and an image with
     more than `MAX_PIXELS` pixels (refused from its header, before any pixel is decoded).
     """
-    file = Path(path)
-    _check_file(file, path)
+    file: Path | io.BytesIO
+    if isinstance(path, PhotoBytes):
+        if not path.data:
+            raise PhotoError(path, "file is empty (0 bytes)")
+        file = io.BytesIO(path.data)
+    else:
+        file = Path(path)
+        _check_file(file, path)
     try:
         with warnings.catch_warnings():
             # Pillow warns about images above its own bomb limit (~89 MP; ours is the one that decides) and about

@@ -175,6 +175,9 @@ def _report_enrolments(ctx: typer.Context, service: "OneShot", results: "Iterabl
 def identify(
     ctx: typer.Context,
     photos: Annotated[list[str], typer.Argument(metavar="PHOTO", help="Photos to identify.", show_default=False)],
+    annotate: Annotated[Optional[Path], typer.Option(
+        "--annotate", metavar="DIR", help="Also write a copy of each photo into DIR with every face's box and "
+                                          "name (or 'unknown') drawn.", show_default=False)] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Name every face in each photo, the main face first, or say unknown.
@@ -186,13 +189,22 @@ def identify(
         from enroll.progress import tracked
 
         worst = EXIT_OK
+        folder = _annotation_folder(annotate)
+        taken = {Path(p).resolve() for p in photos} if folder is not None else set()  # never overwritten
         with _service(ctx) as service:
             stale = service.stale_faces()
             _warn_stale(stale)
             for result in tracked(service.identify_iter(photos), len(photos), "identifying", as_json=as_json):
                 worst = max(worst, _identify_code(result))
+                extra = {}
+                if folder is not None and result.error is None:
+                    try:
+                        extra["annotated"] = str(_write_annotated(folder, result, taken))
+                    except OSError as exc:
+                        _error(_message(exc), exc, debug=_globals(ctx).debug)
+                        worst = max(worst, EXIT_BAD_INPUT)
                 _report_identification(result, as_json, prefix=len(photos) > 1, stale=stale,
-                                       debug=_globals(ctx).debug)
+                                       debug=_globals(ctx).debug, extra=extra)
         return worst
 
     _run(ctx, run)
@@ -307,6 +319,44 @@ def model(ctx: typer.Context, as_json: JsonOption = False) -> None:
         return EXIT_OK
 
     _run(ctx, run)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but loopback needs a token.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
+    token: Annotated[Optional[str], typer.Option(
+        "--token", help="Require 'Authorization: Bearer TOKEN' on the API. Default: $ONESHOT_TOKEN (preferred: "
+                        "a command line is visible to other users).", show_default=False)] = None,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.1, help="Largest request accepted.")]
+    = 20.0,
+) -> None:
+    """Run the HTTP service and its page at http://HOST:PORT/ (JSON API described at /docs).
+
+    The models load once; the gallery is the same as the CLI's, so both can be used side by side. Stops cleanly
+    on SIGTERM or Ctrl-C.
+    """
+    def run() -> int:
+        try:
+            from enroll import server
+        except ImportError as exc:
+            raise RuntimeError(f"the service needs fastapi, uvicorn and python-multipart ({exc}); "
+                               "reinstall oneshot") from None
+        config = server.ServeConfig(home=_globals(ctx).home, host=host, port=port,
+                                    token=server.environ_token(token), max_upload_bytes=int(max_upload_mb * 1e6))
+        try:
+            server.check_exposure(host, config.token)
+        except ValueError as exc:
+            raise _UsageError(str(exc)) from None
+        return server.run(config)
+
+    _run(ctx, run)
+
+
+class _UsageError(OSError):
+    """A bad combination of options (reported like bad input: one line, exit 2)."""
 
 
 # -- plumbing ---------------------------------------------------------------------------------------------------
@@ -426,11 +476,12 @@ def _identify_code(result: "Identification") -> int:
 
 
 def _report_identification(result: "Identification", as_json: bool, *, prefix: bool,
-                           stale: "StaleFaces | None" = None, debug: bool = False) -> None:
+                           stale: "StaleFaces | None" = None, debug: bool = False,
+                           extra: dict[str, Any] | None = None) -> None:
     if result.error is not None:
         _error(result.error, result.exc, debug=debug)
     if as_json:
-        record = result.to_json()
+        record = {**result.to_json(), **(extra or {})}
         # people the answer cannot include: enrolled with another model (see _warn_stale)
         record["stale_people"] = stale.people if stale else 0
         record["stale_faces"] = stale.faces if stale else 0
@@ -452,6 +503,23 @@ def _report_identification(result: "Identification", as_json: bool, *, prefix: b
         else:
             print(f"{lead}{which}unknown  (nearest {face.nearest!r} at distance {face.distance:.2f}, "
                   f"threshold {face.threshold:.2f})")
+
+
+def _annotation_folder(folder: Optional[Path]) -> Optional[Path]:
+    """The --annotate folder, created, before any photo is read (a bad folder is one error, not one per photo)."""
+    if folder is None:
+        return None
+    from enroll.annotate import prepare_folder
+
+    return prepare_folder(folder)
+
+
+def _write_annotated(folder: Path, result: "Identification", taken: set[Path]) -> Path:
+    """The photo's annotated copy in `folder` (read again: the service does not keep decoded photos)."""
+    from embedder.photo import load_photo
+    from enroll.annotate import annotated_path, write
+
+    return write(load_photo(result.photo), result, annotated_path(folder, result.photo, taken))
 
 
 def _warn_stale(stale: "StaleFaces | None") -> None:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
+    from embedder.photo import PhotoBytes
     from embedder.types import Face
     from gallery import Gallery, Match, PersonInfo, StaleFaces
 
@@ -334,12 +335,12 @@ class OneShot:
           naming them, unless `force`;
         - a new name creates the person; an existing name gets this photo added.
         """
-        shown = os.fspath(path)
+        shown = _shown(path)
         who: str | None = None
         try:
-            who = validate_name(name if name is not None else name_from_path(path))
+            who = validate_name(name if name is not None else name_from_path(shown))
             image = self._engine_().load_photo(path)
-            digest = _sha256(Path(path))
+            digest = _digest(path)
             faces = self._detect(image)
             if not faces:
                 raise Refused(f"{shown}: no face found")
@@ -372,7 +373,7 @@ class OneShot:
 
     def identify_one(self, path: str | os.PathLike[str]) -> Identification:
         """Every face of one photo, largest first, each named when its nearest person is within the threshold."""
-        shown = os.fspath(path)
+        shown = _shown(path)
         try:
             image = self._engine_().load_photo(path)
             faces = self._detect(image)
@@ -401,14 +402,14 @@ class OneShot:
 
     def verify(self, a: str | os.PathLike[str], b: str | os.PathLike[str]) -> Verification:
         """Same person? Compares the largest face of each photo at the card's (one-comparison) threshold."""
-        shown_a, shown_b = os.fspath(a), os.fspath(b)
+        shown_a, shown_b = _shown(a), _shown(b)
         try:
             vectors = []
             for path in (a, b):
                 image = self._engine_().load_photo(path)
                 faces = self._detect(image)
                 if not faces:
-                    raise Refused(f"{os.fspath(path)}: no face found")
+                    raise Refused(f"{_shown(path)}: no face found")
                 vectors.append(self._embed(image, faces[:1])[0])
             threshold = float(self._card()["threshold"])
             distance = _distance(vectors[0], vectors[1])
@@ -639,6 +640,22 @@ def _gallery_error() -> type[Exception]:
     from gallery import GalleryError
 
     return GalleryError
+
+
+def _shown(photo: "str | os.PathLike[str] | PhotoBytes") -> str:
+    """How results and messages name a photo: the path as given, or an in-memory photo's name."""
+    from embedder.photo import PhotoBytes
+
+    return photo.name if isinstance(photo, PhotoBytes) else os.fspath(photo)
+
+
+def _digest(photo: "str | os.PathLike[str] | PhotoBytes") -> str:
+    """The sha256 of the photo's bytes (of the file, or in memory), which spots the same photo enrolled twice."""
+    from embedder.photo import PhotoBytes
+
+    if isinstance(photo, PhotoBytes):
+        return hashlib.sha256(photo.data).hexdigest()
+    return _sha256(Path(photo))
 
 
 def _sha256(path: Path) -> str:
