@@ -76,6 +76,13 @@ def default_engine() -> Engine:
     return embedder  # type: ignore[return-value]
 
 
+def default_db(environ: dict[str, str] | None = None) -> str | None:
+    """Where the gallery's truth lives when `--db` is not given: `$ONESHOT_DB` (e.g. `postgresql://host/db`), else
+    None, meaning `gallery.sqlite3` in the home directory (which always holds this host's index cache)."""
+    env = os.environ if environ is None else environ
+    return env.get("ONESHOT_DB") or None
+
+
 def default_home(environ: dict[str, str] | None = None) -> Path:
     """Where the gallery lives when `--home` is not given: `$ONESHOT_HOME`, else a per-user data directory.
 
@@ -289,9 +296,14 @@ class OneShot:
     is named as someone in the gallery, from which the per-gallery-size threshold follows (see enroll.decision).
     """
 
-    def __init__(self, home: Path | None = None, *, engine: Engine | None = None,
-                 fpir: float = DEFAULT_FPIR) -> None:
+    def __init__(self, home: Path | str | None = None, *, engine: Engine | None = None,
+                 fpir: float = DEFAULT_FPIR, db: str | None = None) -> None:
+        if isinstance(home, str) and not home.strip():
+            from gallery import GalleryError
+
+            raise GalleryError("gallery home is an empty path; give a directory")
         self.home = Path(home).expanduser() if home is not None else default_home()
+        self.db = db if db is not None else default_db()
         self.fpir = fpir
         self._engine = engine
         self._gallery: Gallery | None = None
@@ -513,6 +525,11 @@ class OneShot:
         """Apply the gallery-side enrolment rules, then add the face. Nothing is written before every check."""
         gallery = self._open_gallery(create=True)
         assert gallery is not None
+        with gallery.locked():   # the checks and the write are one transaction: no enrolment can slip between
+            return self._store_locked(gallery, shown, who, vector, digest, box, force)
+
+    def _store_locked(self, gallery: "Gallery", shown: str, who: str, vector: "np.ndarray", digest: str, box: Box,
+                      force: bool) -> Enrolment:
         count = gallery.person_count()
         person = self._person(gallery, who)
         exists = person is not None
@@ -577,13 +594,14 @@ class OneShot:
     def _open_gallery(self, *, create: bool) -> "Gallery | None":
         """The gallery, opened once; with `create=False`, None when this home has no database yet."""
         if self._gallery is None:
-            if not create and not (self.home / DB_FILENAME).exists():
+            from gallery import Gallery, check_home
+
+            check_home(self.home)   # a regular file or "" is an error, not an empty gallery
+            if not create and self.db is None and not (self.home / DB_FILENAME).exists():
                 return None
             card = self._card()
             model_id = str(self._engine_().model_id())
-            from gallery import Gallery
-
-            self._gallery = Gallery(self.home, model_id, int(card["dim"]))
+            self._gallery = Gallery(self.home, model_id, int(card["dim"]), db_url=self.db)
         return self._gallery
 
     @staticmethod
