@@ -48,6 +48,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NO_META = "gallery database {} has no meta row; it was not created by oneshot or was damaged"
 _MIN_CANDIDATES = 32
 _WIDEN = 4
+PAGE_SIZE = 16384
 _CHUNK = 20_000          # rows per round trip when streaming vectors or looking up ids
 
 
@@ -651,7 +652,10 @@ def _create_sqlite(path: Path, read_only: bool) -> bool:
         os.unlink(tmp)   # SQLite must find no file (an empty one is what check_file refuses)
         conn = sqlite3.connect(tmp)
         try:
+            # 1 KB vectors fill 4 KB pages badly (3 rows and ~0.5 KB unused each); 16 KB pages waste ~5x less
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode=DELETE")
+            conn.execute("VACUUM")   # page_size takes effect on an empty database once it is written
             conn.close()
             os.chmod(tmp, 0o600)
             engine = db.make_engine(f"sqlite:///{tmp}")
