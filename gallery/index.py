@@ -4,10 +4,11 @@ index.
 One structure serves every gallery size: an inverted-file index (``IndexIVFScalarQuantizer``) over 8-bit codes of the
 unit vectors (256 bytes for the 256-d model, a quarter of the float32 truth in the database). Below ``EXACT_BELOW``
 faces it has a single list, so every query scans every face: exact search over the codes. From ``EXACT_BELOW`` on it
-has about ``2·√n`` lists (trained by spherical k-means on a sample) and a query scans ``NPROBE`` of them. The codes
+has about ``2·√n`` lists (trained by spherical k-means on a sample) and a query scans as many of them as fit in
+``SCAN_BUDGET`` codes (all of them up to ~100k faces, about an eighth at 1M). The codes
 only *propose* candidates: the store re-ranks them with the exact float32 vectors from the database, so reported
 distances are exact and the 8-bit rounding can only matter for a candidate far down the list. Measurements behind
-``EXACT_BELOW`` and ``NPROBE``: docs/GALLERY.md and benchmarks/results/gallery_scale_*.json.
+``EXACT_BELOW`` and ``SCAN_BUDGET``: docs/GALLERY.md and benchmarks/results/gallery_scale_*.json.
 
 The quantiser range is fixed ([-1, 1] per component, the range of any unit vector's components), so a code never
 depends on other people's vectors and can be computed by any process from the small trained ``index.faiss`` alone.
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 EXACT_BELOW = 20_000          # faces; below this a query compares against every face
-NPROBE = 24                   # lists scanned per query once there are many lists
+SCAN_BUDGET = 128_000         # codes one query may scan: ~1.6 ms on one core here (docs/GALLERY.md)
 MAX_LISTS = 4096
 RETRAIN_FACTOR = 4            # retrain when the gallery has grown or shrunk this much since training
 _TRAIN_POINTS_PER_LIST = 32
@@ -39,7 +40,7 @@ def _faiss() -> Any:
 
 def lists_for(n: int) -> int:
     """How many inverted lists a gallery of ``n`` faces gets: one (exact) below EXACT_BELOW, else ~2·√n (a power
-    of two), so a list holds ~√n/2 faces and a query scans NPROBE·√n/2 codes."""
+    of two), so a list holds ~√n/2 faces (``tune`` decides how many lists a query scans)."""
     if n < EXACT_BELOW:
         return 1
     return int(min(MAX_LISTS, 2 ** round(math.log2(2 * math.sqrt(n)))))
@@ -67,8 +68,13 @@ def empty_index(dim: int, centroids: np.ndarray) -> Any:
     quantizer.this.disown()
     faiss.copy_array_to_vector(np.array(_SQ_RANGE, dtype=np.float32), ivf.sq.trained)
     ivf.is_trained = True
-    ivf.nprobe = min(nlist, NPROBE)
     return ivf
+
+
+def tune(ivf: Any) -> None:
+    """Scan as many lists as fit in SCAN_BUDGET codes at the index's current size (all of them when small)."""
+    per_list = max(1.0, int(ivf.ntotal) / int(ivf.nlist))
+    ivf.nprobe = int(min(int(ivf.nlist), max(1, math.ceil(SCAN_BUDGET / per_list))))
 
 
 def train(dim: int, sample: np.ndarray, nlist: int, seed: int = 1234) -> Any:
@@ -125,12 +131,14 @@ def fill(ivf: Any, ids: np.ndarray, codes: np.ndarray) -> None:
         list_codes = np.ascontiguousarray(codes[rows, width:])
         ivf.invlists.add_entries(list_no, hi - lo, faiss.swig_ptr(list_ids), faiss.swig_ptr(list_codes))
     ivf.ntotal += len(ids)
+    tune(ivf)
 
 
 def remove(ivf: Any, ids: np.ndarray) -> None:
     """Drop face ids from the in-memory lists."""
     if len(ids):
         ivf.remove_ids(_faiss().IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64)))
+        tune(ivf)
 
 
 def search(ivf: Any, queries: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
@@ -162,5 +170,4 @@ def deserialize(blob: bytes, dim: int) -> Any | None:
     if not isinstance(ivf, faiss.IndexIVFScalarQuantizer) or ivf.d != dim or ivf.ntotal != 0 \
             or ivf.metric_type != faiss.METRIC_INNER_PRODUCT or ivf.by_residual:
         return None
-    ivf.nprobe = min(int(ivf.nlist), NPROBE)
     return ivf

@@ -46,7 +46,7 @@ from gallery.vectors import from_blob, ip_to_distance, to_blob, unit_rows
 DB_FILE = "gallery.sqlite3"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NO_META = "gallery database {} has no meta row; it was not created by oneshot or was damaged"
-_MIN_CANDIDATES = 32
+_MIN_CANDIDATES = 8       # re-ranked exactly; the 8-bit codes rank almost exactly already
 _WIDEN = 4
 PAGE_SIZE = 16384
 _CHUNK = 20_000          # rows per round trip when streaming vectors or looking up ids
