@@ -1,0 +1,189 @@
+"""The edges issue 32 found by hostile testing, each through the path a user takes (CLI in process with the fake
+face engine of test_cli, or the Gallery API), with real SQLite and real FAISS:
+
+1. two concurrent enrolments of one face under two names: only one may succeed (check and insert in one write
+   transaction);
+2. temporary files a crashed write leaves behind are erased with the person;
+3. a 0-byte database, a regular file or "" as the home, another program's SQLite file: clear errors (exit 2), the
+   file untouched, never a silent new gallery;
+4. usage errors are one `error:` line; a newline in a file name does not split a message; a read-only gallery can
+   still be read.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from enroll.service import OneShot
+from gallery import DB_FILE, SLOTS_FILE, Gallery, GalleryError
+from tests.test_cli import ALICE, BOB, FakeEngine, fake, home, one_error_line, photo, run, snapshot  # noqa: F401
+
+DIM = 16
+
+
+def _sha(i: int) -> str:
+    return f"{i:064x}"
+
+
+# -- 1. the look-alike guard does not race ------------------------------------------------------------------------
+
+
+def test_concurrent_enrolments_of_one_face_under_two_names(fake: FakeEngine, home: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both enrolments pause inside Gallery.add_face, after their look-alike check: without one write transaction
+    around check and insert, both pass the check on an empty gallery and both are stored."""
+    first = photo(tmp_path / "a" / "anna.png", (ALICE, 40, 30, 60))
+    second = photo(tmp_path / "b" / "hanna.png", (ALICE, 42, 30, 60))   # the same face, another photo
+    original = Gallery.add_face
+
+    def slow_add_face(self: Gallery, *args: object, **kwargs: object) -> tuple[int, bool]:
+        time.sleep(0.5)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Gallery, "add_face", slow_add_face)
+    results: dict[str, str] = {}
+
+    def enrol(path: Path) -> None:
+        with OneShot(home) as service:
+            results[path.stem] = service.enroll_one(path).status
+
+    threads = [threading.Thread(target=enrol, args=(p,)) for p in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results.values()) == ["enrolled", "refused"], results
+    with OneShot(home) as service:
+        assert len(service.people()) == 1
+
+
+# -- 2. erasure covers temporary files ------------------------------------------------------------------------------
+
+
+def test_remove_erases_temporary_files_a_crash_left(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    vector = rng.normal(size=DIM).astype(np.float32)
+    vector /= np.linalg.norm(vector)
+    with Gallery(tmp_path, "m", DIM) as g:
+        g.add_face("victim", vector, _sha(1))
+        g.add_face("other", rng.normal(size=DIM), _sha(2))
+    # what a crash in the middle of an atomic write leaves: a temp copy holding the vector
+    leftovers = [tmp_path / ".index.faiss.k2j4x9.tmp", tmp_path / f".{SLOTS_FILE}.a8b7c6.tmp",
+                 tmp_path / ".index.json.zz1.tmp", tmp_path / f".{DB_FILE}.q1w2e3.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"header" + vector.astype("<f4").tobytes())
+    with Gallery(tmp_path, "m", DIM) as g:
+        assert g.remove_person("victim") == 1
+    assert not [p.name for p in leftovers if p.exists()]
+    needle = vector.astype("<f4").tobytes()[:16]
+    assert not [p.name for p in tmp_path.iterdir() if p.is_file() and needle in p.read_bytes()]
+
+
+# -- 3. homes and databases that are not ours -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["list"], ["identify", "PHOTO"], ["enroll", "PHOTO"], ["remove", "x"]])
+def test_zero_byte_database_is_an_error_not_a_new_gallery(fake: FakeEngine, home: Path, tmp_path: Path,
+                                                          command: list[str]) -> None:
+    face = photo(tmp_path / "alice.png", (ALICE, 40, 30, 60))
+    home.mkdir()
+    (home / DB_FILE).write_bytes(b"")
+    code, _, err = run(*[str(face) if c == "PHOTO" else c for c in command])
+    assert code == 2 and "empty (0-byte)" in one_error_line(err)
+    assert sorted(p.name for p in home.iterdir()) == [DB_FILE] and (home / DB_FILE).stat().st_size == 0
+
+
+@pytest.mark.parametrize("command", [["list"], ["identify", "PHOTO"], ["enroll", "PHOTO"]])
+def test_regular_file_or_empty_string_as_home(fake: FakeEngine, tmp_path: Path, command: list[str]) -> None:
+    face = photo(tmp_path / "alice.png", (ALICE, 40, 30, 60))
+    args = [str(face) if c == "PHOTO" else c for c in command]
+    not_a_dir = tmp_path / "notes.txt"
+    not_a_dir.write_text("my notes\n")
+    code, _, err = run("--home", not_a_dir, *args)
+    assert code == 2 and "not a directory" in one_error_line(err)
+    assert not_a_dir.read_text() == "my notes\n"
+    before = sorted(os.listdir(tmp_path))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        code, _, err = run("--home", "", *args)
+    finally:
+        os.chdir(cwd)
+    assert code == 2 and "empty path" in one_error_line(err)
+    assert sorted(os.listdir(tmp_path)) == before    # nothing created in the current directory
+
+
+def test_another_programs_sqlite_file_is_left_alone(fake: FakeEngine, home: Path, tmp_path: Path) -> None:
+    home.mkdir()
+    with sqlite3.connect(home / DB_FILE) as conn:
+        conn.execute("CREATE TABLE recipes (name TEXT)")
+        conn.execute("INSERT INTO recipes VALUES ('bread')")
+    conn.close()
+    before = snapshot(home)
+    face = photo(tmp_path / "alice.png", (ALICE, 40, 30, 60))
+    for args in (["list"], ["enroll", str(face)], ["identify", str(face)]):
+        code, _, err = run(*args)
+        assert code == 2 and "not a oneshot gallery" in one_error_line(err)
+    assert snapshot(home) == before
+
+
+# -- 4. messages and read-only galleries ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["enroll"], ["--bogus"], ["list", "--bogus"], ["frobnicate"],
+                                  ["verify", "one.jpg"]])
+def test_usage_errors_are_one_error_line(args: list[str]) -> None:
+    code, out, err = run(*args)
+    assert code == 2 and out == ""
+    one_error_line(err)
+
+
+def test_newline_in_a_file_name_does_not_split_messages(fake: FakeEngine, home: Path, tmp_path: Path) -> None:
+    odd = photo(tmp_path / "ali\nce.png", (ALICE, 40, 30, 60))
+    missing = tmp_path / "gh\nost.png"
+    code, out, err = run("enroll", "--name", "alice", odd, missing)
+    assert code == 2
+    assert one_error_line(err).endswith("gh\\nost.png: no such file")
+    assert out.count("\n") == 2 and "ali\\nce.png" in out   # the enrolment line, then the summary line
+    code, out, err = run("identify", odd, missing)
+    assert err.count("\n") == 1 and out.count("\n") == 1 and "ali\\nce.png: alice" in out
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions, so nothing here would be read-only")
+def test_read_only_gallery_can_be_read(fake: FakeEngine, home: Path, tmp_path: Path) -> None:
+    face = photo(tmp_path / "alice.png", (ALICE, 40, 30, 60))
+    other = photo(tmp_path / "bob.png", (BOB, 40, 30, 60))
+    assert run("enroll", face, other)[0] == 0
+    (home / "index.json").unlink()             # a stale cache: reading must cope without writing it
+    os.chmod(home / DB_FILE, 0o400)
+    os.chmod(home, 0o555)
+    try:
+        before = snapshot(home)
+        code, out, _ = run("identify", face)
+        assert code == 0 and out.startswith("alice")
+        assert run("list")[0] == 0
+        code, _, err = run("remove", "alice")
+        assert code == 2 and "read-only" in one_error_line(err)
+        assert snapshot(home) == before
+    finally:
+        os.chmod(home, 0o755)
+        os.chmod(home / DB_FILE, 0o600)
+
+
+def test_truncated_database_is_reported_at_open_without_a_full_scan(tmp_path: Path) -> None:
+    """The cheap header check that replaced `PRAGMA quick_check` on every open still catches a truncated file."""
+    rng = np.random.default_rng(1)
+    with Gallery(tmp_path, "m", DIM) as g:
+        for i in range(300):
+            g.add_face(f"p{i}", rng.normal(size=DIM), _sha(i))
+    data = (tmp_path / DB_FILE).read_bytes()
+    (tmp_path / DB_FILE).write_bytes(data[: len(data) // 2])
+    with pytest.raises(GalleryError, match="corrupt .*truncated"):
+        Gallery(tmp_path, "m", DIM)
+    assert (tmp_path / DB_FILE).stat().st_size == len(data) // 2
