@@ -46,7 +46,7 @@ from gallery.vectors import from_blob, ip_to_distance, to_blob, unit_rows
 DB_FILE = "gallery.sqlite3"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NO_META = "gallery database {} has no meta row; it was not created by oneshot or was damaged"
-_MIN_CANDIDATES = 8       # re-ranked exactly; the 8-bit codes rank almost exactly already
+_MIN_CANDIDATES = 32      # re-ranked exactly (the 8-bit codes blur near-ties in a crowd of a million)
 _WIDEN = 4
 PAGE_SIZE = 16384
 _CHUNK = 20_000          # rows per round trip when streaming vectors or looking up ids
@@ -290,24 +290,36 @@ class Gallery:
         queries = unit_rows(vectors, self.dim, what="query vectors")
         if queries.shape[0] == 0:
             return []
-        loaded = self._current_index()
+        loaded = self._loaded if self._loaded is not None else self._current_index()
+        results = self._search_in(loaded, queries, int(k), check_generation=True)
+        if results is None:    # the database moved on since our index was loaded: catch up, then answer
+            results = self._search_in(self._current_index(), queries, int(k), check_generation=False)
+        assert results is not None
+        return results
+
+    def _search_in(self, loaded: Loaded, queries: np.ndarray, k: int, *,
+                   check_generation: bool) -> list[list[Match]] | None:
+        """Candidates from ``loaded``, re-ranked with exact vectors; None when ``check_generation`` finds that the
+        database is no longer at ``loaded``'s generation (checked in the same transaction as the vectors' read,
+        so one search costs one round trip)."""
         total = loaded.live
         results: list[list[Match]] = [[] for _ in range(len(queries))]
-        if total == 0:
-            return results
-        want = min(total, max(_WIDEN * int(k), _MIN_CANDIDATES))
-        pending = list(range(len(queries)))
-        while pending:
-            _, ids = index.search(loaded.ivf, queries[pending], want)
-            rows = self._face_rows(np.unique(ids[ids >= 0]))
-            still_short = []
-            for row, id_row in zip(pending, ids):
-                results[row] = _best_people(queries[row], id_row, rows, int(k))
-                exhausted = bool((id_row < 0).any())
-                if len(results[row]) < k and want < total and not exhausted:
-                    still_short.append(row)
-            pending = still_short
-            want = min(total, want * _WIDEN)
+        want = min(total, max(_WIDEN * k, _MIN_CANDIDATES))
+        pending = list(range(len(queries))) if total else []
+        with self._reading("search the gallery") as session:
+            if check_generation and _read_generation(session) != loaded.generation:
+                return None
+            while pending:
+                _, ids = index.search(loaded.ivf, queries[pending], want)
+                rows = self._face_rows(session, np.unique(ids[ids >= 0]))
+                still_short = []
+                for row, id_row in zip(pending, ids):
+                    results[row] = _best_people(queries[row], id_row, rows, k)
+                    exhausted = bool((id_row < 0).any())
+                    if len(results[row]) < k and want < total and not exhausted:
+                        still_short.append(row)
+                pending = still_short
+                want = min(total, want * _WIDEN)
         return results
 
     def rebuild_index(self) -> None:
@@ -383,7 +395,9 @@ class Gallery:
                 return
             if current is not None and current > migrations.SCHEMA_VERSION:
                 migrations.upgrade_check(current, where)
-            self._check_writable("create or upgrade the gallery schema")
+            if self.read_only:
+                raise GalleryError(f"gallery {self.home} is read-only for this user; cannot create or upgrade "
+                                   "the gallery schema")
             with self._writer.begin() as conn:
                 if migrations.tables(conn):
                     migrations.upgrade(conn, where)
@@ -409,18 +423,17 @@ class Gallery:
     def _forget_index(self) -> None:
         self._loaded = None
 
-    def _face_rows(self, ids: np.ndarray) -> dict[int, tuple[str, np.ndarray]]:
+    def _face_rows(self, session: Session, ids: np.ndarray) -> dict[int, tuple[str, np.ndarray]]:
         """Name and exact vector of each face id that still exists (ids removed meanwhile are simply absent)."""
         out: dict[int, tuple[str, np.ndarray]] = {}
-        with self._reading("read faces") as session:
-            for start in range(0, len(ids), _CHUNK):
-                chunk = [int(i) for i in ids[start:start + _CHUNK]]
-                query = (select(Face.id, Person.name, Face.vector).join(Person, Face.person_id == Person.id)
-                         .where(Face.id.in_(chunk), *self._mine()))
-                for face_id, name, blob in session.execute(query):
-                    vector = from_blob(blob, self.dim)
-                    if vector is not None:
-                        out[int(face_id)] = (name, vector)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = [int(i) for i in ids[start:start + _CHUNK]]
+            query = (select(Face.id, Person.name, Face.vector).join(Person, Face.person_id == Person.id)
+                     .where(Face.id.in_(chunk), *self._mine()))
+            for face_id, name, blob in session.execute(query):
+                vector = from_blob(blob, self.dim)
+                if vector is not None:
+                    out[int(face_id)] = (name, vector)
         return out
 
     def _current_index(self) -> Loaded:
