@@ -187,3 +187,66 @@ def test_truncated_database_is_reported_at_open_without_a_full_scan(tmp_path: Pa
     with pytest.raises(GalleryError, match="corrupt .*truncated"):
         Gallery(tmp_path, "m", DIM)
     assert (tmp_path / DB_FILE).stat().st_size == len(data) // 2
+
+
+# -- bulk enrolment --------------------------------------------------------------------------------------------------
+
+
+def test_enrol_a_folder_recursively_in_batches_with_a_summary(fake: FakeEngine, home: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_cli import CAROL
+
+    folder = tmp_path / "photos"
+    photo(folder / "alice.png", (ALICE, 40, 30, 60))
+    photo(folder / "bob" / "1.png", (BOB, 40, 30, 60))
+    photo(folder / "bob" / "2.png", (BOB, 50, 40, 50))
+    photo(folder / "carol" / "deep" / "x.png", (CAROL, 40, 30, 60))
+    photo(folder / "empty_room.png")
+    photo(folder / "group.png", (ALICE, 10, 10, 70), (BOB, 120, 20, 40))
+    photo(folder / ".hidden.png", (ALICE, 40, 30, 60))
+    photo(folder / ".cache" / "thumb.png", (ALICE, 40, 30, 60))
+    (folder / "notes.txt").write_text("not a photo")
+    calls: list[int] = []
+    embed = FakeEngine.face_embeddings
+
+    def counted(self: FakeEngine, crops: list) -> np.ndarray:   # type: ignore[type-arg]
+        calls.append(len(crops))
+        return embed(self, crops)
+
+    monkeypatch.setattr(FakeEngine, "face_embeddings", counted)
+    code, out, err = run("enroll", folder)
+    assert code == 1     # two photos refused
+    assert calls == [4]  # the four usable photos in one network call
+    assert "enrolled 'alice'" in out and "enrolled 'bob'" in out and "added" in out and "enrolled 'carol'" in out
+    assert out.splitlines()[-1] == ("summary: 6 photos: 1 added, 3 enrolled, 1 refused: no face, "
+                                    "1 refused: several faces")
+    assert err.count("error:") == 2
+    code, out, _ = run("list")
+    assert [line.split()[0] for line in out.splitlines()] == ["alice", "bob", "carol"]
+    assert "(2 photos" in out.splitlines()[1]
+    code, out, _ = run("enroll", folder / "group.png", "--json")
+    assert code == 1 and json_reason(out) == "several faces"
+
+
+def json_reason(out: str) -> str:
+    import json
+
+    return json.loads(out.splitlines()[0])["reason"]
+
+
+def test_enrol_a_folder_without_photos(fake: FakeEngine, home: Path, tmp_path: Path) -> None:
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "nothing" / "readme.txt").write_text("hi")
+    code, _, err = run("enroll", tmp_path / "nothing")
+    assert code == 2 and "no photos in it" in one_error_line(err)
+    assert not (home / DB_FILE).exists()
+
+
+def test_a_refused_photo_does_not_invalidate_the_cache(fake: FakeEngine, home: Path, tmp_path: Path) -> None:
+    """A refusal rolls back its (empty) write transaction; the cache, untouched, must stay valid (no rebuild)."""
+    photo(tmp_path / "alice.png", (ALICE, 40, 30, 60))
+    photo(tmp_path / "twin.png", (ALICE, 44, 30, 60))
+    assert run("enroll", tmp_path / "alice.png")[0] == 0
+    meta = (home / "index.json").read_bytes()
+    assert run("enroll", tmp_path / "twin.png")[0] == 1
+    assert (home / "index.json").read_bytes() == meta
