@@ -43,11 +43,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _real(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+def _real(seed: int, synthetic: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(enrolled real vectors, their names, query vectors, the queries' true names or '' for strangers)."""
     from benchmarks import real_vectors
 
-    loaded = real_vectors.load()
+    loaded = None if synthetic else real_vectors.load()
     if loaded is None:
         return np.zeros((0, DIM), np.float32), np.zeros(0, str), np.zeros((0, DIM), np.float32), []
     vectors, identities = loaded
@@ -80,16 +80,16 @@ def _distractors(real: np.ndarray, n: int, rng: np.random.Generator) -> Any:
         yield x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def build(home: Path, people: int, seed: int) -> dict[str, Any]:
+def build(home: Path, people: int, seed: int, synthetic: bool = False) -> dict[str, Any]:
     """Fill a gallery in ``home`` with ``people`` people by bulk SQL, build its index, save the queries with their
     exact nearest person. Returns the build's timings."""
-    from sqlalchemy import insert, update
+    from sqlalchemy import insert, select, update
 
     from gallery import Gallery
     from gallery.schema import META_ROW_ID, Face, Meta, Person, utcnow
 
     rng = np.random.default_rng(seed)
-    real, real_names, queries, truth = _real(seed)
+    real, real_names, queries, truth = _real(seed, synthetic)
     real, real_names = real[:people], real_names[:people]
     queries = queries[:QUERIES]
     truth = truth[:QUERIES]
@@ -127,8 +127,13 @@ def build(home: Path, people: int, seed: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         gallery.rebuild_index()
         index_s = time.perf_counter() - t0
-    if not len(queries):   # no datasets: synthetic queries near synthetic people are not meaningful; use fresh ones
+    if not len(queries):   # no datasets: fresh synthetic queries (their exact nearest person computed below)
         queries = next(_distractors(real, QUERIES, rng))
+        with Gallery(home, MODEL, DIM) as gallery:
+            rows = gallery._writer.connect().execute(select(Face.id, Person.name, Face.vector).join(Person)).all()
+        vectors = np.stack([np.frombuffer(v, "<f4") for _, _, v in rows])
+        ips = queries @ vectors.T
+        best_ip, best_name = ips.max(axis=1), np.array([rows[i][1] for i in ips.argmax(axis=1)], dtype=object)
     np.savez(home / "bench_queries.npz", queries=queries, truth=np.array(truth + [""] * (len(queries) - len(truth))),
              exact=best_name.astype(str), exact_distance=np.sqrt(np.maximum(2 - 2 * best_ip, 0)))
     return {"load_s": round(loaded_s, 1), "index_build_s": round(index_s, 1), "build_peak_rss_mb": round(_peak_rss_mb()),
@@ -218,19 +223,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--home", type=Path, help="gallery directory to build in (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the gallery directory")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="synthetic vectors only (no datasets needed; small N only: the exact answers are "
+                             "computed in memory)")
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.build_only:
-        print(json.dumps(build(args.home, args.people, args.seed)))
+        print(json.dumps(build(args.home, args.people, args.seed, args.synthetic)))
         return
     home = args.home or Path(tempfile.mkdtemp(prefix="gallery_scale.")) / "home"
+    if home.exists() and any(home.iterdir()):
+        sys.exit(f"{home} is not empty; give a new directory (it is filled, and deleted unless --keep)")
     try:
-        if home.exists():
-            shutil.rmtree(home)
-        home.mkdir(parents=True)
+        home.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
         child = subprocess.run([sys.executable, "-m", "benchmarks.gallery_scale", "--build-only", "--people",
-                                str(args.people), "--home", str(home), "--seed", str(args.seed)],
+                                str(args.people), "--home", str(home), "--seed", str(args.seed),
+                                *(["--synthetic"] if args.synthetic else [])],
                                check=True, capture_output=True, text=True)
         built = json.loads(child.stdout.strip().splitlines()[-1])
         built["build_s"] = round(time.perf_counter() - t, 1)

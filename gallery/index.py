@@ -4,7 +4,7 @@ index.
 One structure serves every gallery size: an inverted-file index (``IndexIVFScalarQuantizer``) over 8-bit codes of the
 unit vectors (256 bytes for the 256-d model, a quarter of the float32 truth in the database). Below ``EXACT_BELOW``
 faces it has a single list, so every query scans every face: exact search over the codes. From ``EXACT_BELOW`` on it
-has about ``2·√n`` lists (trained by spherical k-means on a sample) and a query scans as many of them as fit in
+has about ``4·√n`` lists (trained by spherical k-means on a sample) and a query scans as many of them as fit in
 ``SCAN_BUDGET`` codes (all of them up to ~100k faces, about an eighth at 1M). The codes
 only *propose* candidates: the store re-ranks them with the exact float32 vectors from the database, so reported
 distances are exact and the 8-bit rounding can only matter for a candidate far down the list. Measurements behind
@@ -39,11 +39,12 @@ def _faiss() -> Any:
 
 
 def lists_for(n: int) -> int:
-    """How many inverted lists a gallery of ``n`` faces gets: one (exact) below EXACT_BELOW, else ~2·√n (a power
-    of two), so a list holds ~√n/2 faces (``tune`` decides how many lists a query scans)."""
+    """How many inverted lists a gallery of ``n`` faces gets: one (exact) below EXACT_BELOW, else ~4·√n (a power
+    of two), so a list holds ~√n/4 faces (``tune`` decides how many lists a query scans). At 1M, 4096 lists found
+    the exact nearest person for 96.1 % of queries at the same scan budget where 2048 found 94.9 % (docs/GALLERY.md)."""
     if n < EXACT_BELOW:
         return 1
-    return int(min(MAX_LISTS, 2 ** round(math.log2(2 * math.sqrt(n)))))
+    return int(min(MAX_LISTS, 2 ** round(math.log2(4 * math.sqrt(n)))))
 
 
 def needs_retraining(nlist: int, trained_for: int, n: int) -> bool:

@@ -600,9 +600,10 @@ class Gallery:
         return self._loaded
 
     def _clean_temp(self) -> None:
-        """Delete temporary files crashed writes left in the home (lock held, so none is in use): they may hold
-        vectors or codes of people erased since."""
-        cache_files.clean_temp(self.home, (*cache_files.TEMP_PREFIXES, f".{DB_FILE}.", ".write-probe."))
+        """Delete temporary cache files crashed writes left in the home (lock held, and every cache write holds
+        it, so none is in use): they may hold codes of people erased since. (A new database is made in a
+        ``.gallery.sqlite3.*.tmp`` file without the lock, but holds only the empty schema: those are left alone.)"""
+        cache_files.clean_temp(self.home, cache_files.TEMP_PREFIXES)
 
     def _after_erasure(self) -> None:
         """Best-effort: make freed database space hold no trace (PostgreSQL: VACUUM the two tables)."""
