@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -155,14 +157,31 @@ def test_newline_in_a_file_name_does_not_split_messages(fake: FakeEngine, home: 
     assert err.count("\n") == 1 and out.count("\n") == 1 and "ali\\nce.png: alice" in out
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions, so nothing here would be read-only")
+def _read_only(home: Path) -> "Callable[[], None]":
+    """Make the gallery unwritable for this process (555 home, 400 database; as root, whom permissions do not stop,
+    the immutable attribute instead) and return the undo."""
+    if os.geteuid() != 0:
+        os.chmod(home / DB_FILE, 0o400)
+        os.chmod(home, 0o555)
+
+        def undo() -> None:
+            os.chmod(home, 0o755)
+            os.chmod(home / DB_FILE, 0o600)
+        return undo
+    targets = [str(home / DB_FILE), str(home)]
+    done = subprocess.run(["chattr", "+i", *targets], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"running as root, and `chattr +i` is unavailable here ({done.stderr.strip()}), so nothing "
+                    "can be made read-only for this test")
+    return lambda: subprocess.run(["chattr", "-i", *targets], check=True)
+
+
 def test_read_only_gallery_can_be_read(fake: FakeEngine, home: Path, tmp_path: Path) -> None:
     face = photo(tmp_path / "alice.png", (ALICE, 40, 30, 60))
     other = photo(tmp_path / "bob.png", (BOB, 40, 30, 60))
     assert run("enroll", face, other)[0] == 0
     (home / "index.json").unlink()             # a stale cache: reading must cope without writing it
-    os.chmod(home / DB_FILE, 0o400)
-    os.chmod(home, 0o555)
+    undo = _read_only(home)
     try:
         before = snapshot(home)
         code, out, _ = run("identify", face)
@@ -172,8 +191,7 @@ def test_read_only_gallery_can_be_read(fake: FakeEngine, home: Path, tmp_path: P
         assert code == 2 and "read-only" in one_error_line(err)
         assert snapshot(home) == before
     finally:
-        os.chmod(home, 0o755)
-        os.chmod(home / DB_FILE, 0o600)
+        undo()
 
 
 def test_truncated_database_is_reported_at_open_without_a_full_scan(tmp_path: Path) -> None:
