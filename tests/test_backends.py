@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -46,6 +47,7 @@ def pg_server() -> Iterator[str]:
         bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
         subprocess.run([*user, str(bindir / "pg_ctl"), "-D", f"{host.group(1)}/data", "-m", "immediate", "stop"],
                        capture_output=True)
+        shutil.rmtree(host.group(1), ignore_errors=True)
 
 
 def _admin(url: str) -> Any:
