@@ -132,7 +132,7 @@ class DiskCache:
         ivf = index.deserialize(blob, self.dim)
         if ivf is None or int(ivf.nlist) != meta.nlist or int(ivf.sa_code_size()) != meta.code_size:
             return None
-        slots = self._slots(meta)
+        slots = self.slots(meta)
         if slots is None:
             return None
         live = slots["live"] == 1
@@ -144,12 +144,13 @@ class DiskCache:
 
     def live_ids(self, meta: Meta) -> np.ndarray | None:
         """Face ids of the live records, ascending (used to reconcile with the database)."""
-        slots = self._slots(meta)
+        slots = self.slots(meta)
         if slots is None:
             return None
         return np.asarray(slots["id"][slots["live"] == 1])
 
-    def _slots(self, meta: Meta) -> np.ndarray | None:
+    def slots(self, meta: Meta) -> np.ndarray | None:
+        """A read-only memory map of the ``meta.records`` records (nothing is read until touched), or None."""
         if meta.records == 0:
             return np.zeros(0, record_dtype(meta.code_size))
         try:
@@ -193,7 +194,7 @@ class DiskCache:
         """Overwrite the records of ``ids`` with zeros (id kept, live 0) in place and fsync; compact when most
         records are dead. Ids not cached are ignored."""
         dtype = record_dtype(meta.code_size)
-        slots = self._slots(meta)
+        slots = self.slots(meta)
         if slots is None:
             raise OSError(f"cannot read {self.home / SLOTS_FILE}")
         column = slots["id"]
@@ -218,7 +219,7 @@ class DiskCache:
         return new
 
     def _compact(self, meta: Meta) -> Meta:
-        slots = self._slots(meta)
+        slots = self.slots(meta)
         assert slots is not None
         kept = np.array(slots[slots["live"] == 1])
         del slots

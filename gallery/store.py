@@ -25,6 +25,7 @@ import sqlite3
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -500,7 +501,7 @@ class Gallery:
 
     def _last_id(self, meta: cache_files.Meta) -> int:
         """The largest face id ever cached (the slots file is sorted by id; erased records keep theirs)."""
-        slots = self._cache._slots(meta) if meta.records else None
+        slots = self._cache.slots(meta) if meta.records else None
         return int(slots["id"][meta.records - 1]) if slots is not None and len(slots) else -1
 
     def _sync(self, session: Session, generation: int, loaded: Loaded | None) -> Loaded:
@@ -534,7 +535,7 @@ class Gallery:
             codes = index.encode(encoder, vectors)
             meta = self._cache.append(meta, ids, codes, generation, people)
             index.fill(loaded.ivf, ids, codes)
-        meta = cache_files.replace(meta, generation=generation, people=people)
+        meta = replace(meta, generation=generation, people=people)
         self._cache.write_meta(meta)
         loaded.meta = meta
         return loaded
