@@ -11,6 +11,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
+from pathlib import Path  # noqa: F401 - kept: other branches annotate with it
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
