@@ -11,10 +11,12 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path  # noqa: F401 - kept: other branches annotate with it
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
+from typer.core import TyperGroup
+from typer.core import _click as click  # typer vendors click: its exceptions are typer._click's, not click's
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -47,8 +49,35 @@ In a batch every photo succeeds or fails on its own; the exit code is the worst 
 kept and listed but not recognised until re-enrolled; list, identify and enroll warn about them on stderr.
 """
 
+class OneLineErrors(TyperGroup):
+    """Click prints a usage error as four lines (usage, hint, blank, message); we print one `error:` line, like
+    every other failure, and exit 2."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            print("error: interrupted", file=sys.stderr)
+            sys.exit(130)
+        except click.ClickException as exc:
+            hint = ""
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                hint = f" (see `{ctx.command_path} {ctx.help_option_names[0]}`)"
+            print(f"error: {_printable(' '.join(exc.format_message().split()))}{hint}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
 app = typer.Typer(
     name="oneshot",
+    cls=OneLineErrors,
     help="One-shot face enrolment: enrol a person from one photo, identify faces in photos, remove people.",
     epilog=EPILOG,
     add_completion=False,
@@ -63,8 +92,9 @@ app = typer.Typer(
 class Globals:
     """Global options: the callback stores them as the typer context object (`ctx.obj`) for the commands."""
 
-    home: Optional[Path] = None
+    home: Optional[str] = None
     debug: bool = False
+    db: Optional[str] = None
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output: one JSON object per line.")]
@@ -88,16 +118,21 @@ def _show_version(value: bool) -> None:
 @app.callback()
 def _global(
     ctx: typer.Context,
-    home: Annotated[Optional[Path], typer.Option(
+    home: Annotated[Optional[str], typer.Option(
         "--home", metavar="DIR",
         help="Gallery directory. Default: $ONESHOT_HOME, else ~/.local/share/oneshot ($XDG_DATA_HOME/oneshot).",
+    )] = None,
+    db: Annotated[Optional[str], typer.Option(
+        "--db", metavar="URL",
+        help="Keep the gallery in this database (postgresql://user@host/db) instead of DIR/gallery.sqlite3; "
+             "DIR still holds this host's index cache. Default: $ONESHOT_DB.",
     )] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors.")] = False,
     version: Annotated[bool, typer.Option("--version", help="Show the version and exit.", is_eager=True,
                                           callback=_show_version)] = False,
 ) -> None:
     """One-shot face enrolment: enrol a person from one photo, identify faces in photos, remove people."""
-    ctx.obj = Globals(home, debug)
+    ctx.obj = Globals(home, debug, db)
 
 
 # Photo arguments are plain strings, not Path: results and JSON report each photo exactly as the user typed it
@@ -107,8 +142,10 @@ def _global(
 @app.command()
 def enroll(
     ctx: typer.Context,
-    photos: Annotated[list[str], typer.Argument(metavar="PHOTO", help="Photos, one person per photo.",
-                                                show_default=False)],
+    photos: Annotated[list[str], typer.Argument(
+        metavar="PHOTO", show_default=False,
+        help="Photos, one person per photo, or folders of photos (recursively; photos in a subfolder are named "
+             "after it).")],
     name: Annotated[Optional[str], typer.Option(
         "--name", "-n", help="Enrol every photo as this person (default: each file's stem).")] = None,
     largest: Annotated[bool, typer.Option("--largest", help="Enrol the main face when a photo has several.")] = False,
@@ -125,14 +162,34 @@ def enroll(
         from enroll.names import validate_name
         from enroll.progress import tracked
 
+        from enroll.service import expand_photos
+
         if name is not None:
             validate_name(name)   # one bad --name is a usage error, not one error per photo
+        items = expand_photos(photos)
         with _service(ctx) as service:
-            results = service.enroll_iter(photos, name, largest=largest, force=force)
-            return _report_enrolments(ctx, service, tracked(results, len(photos), "enrolling", as_json=as_json),
+            results = _counted(service.enroll_iter(items, name, largest=largest, force=force), summary := {})
+            code = _report_enrolments(ctx, service, tracked(results, len(items), "enrolling", as_json=as_json),
                                       as_json)
+        if len(items) > 1 and not as_json:
+            print(_summary_text(summary))
+        return code
 
     _run(ctx, run)
+
+
+def _counted(results: "Iterable[Enrolment]", summary: dict[str, int]) -> "Iterable[Enrolment]":
+    """Pass results through, counting them by status (and refusals by reason) into ``summary``."""
+    for result in results:
+        key = f"refused: {result.reason}" if result.reason else result.status
+        summary[key] = summary.get(key, 0) + 1
+        yield result
+
+
+def _summary_text(summary: dict[str, int]) -> str:
+    """One line closing a bulk enrolment: how many photos went in, and how many were refused or failed and why."""
+    parts = [f"{n} {key}" for key, n in sorted(summary.items())]
+    return f"summary: {sum(summary.values())} photos: " + ", ".join(parts)
 
 
 @app.command()
@@ -249,19 +306,17 @@ def list_people(ctx: typer.Context, as_json: JsonOption = False) -> None:
     false; "faces" counts the current model's photos, "other_model_faces" the rest).
     """
     def run() -> int:
-        with _service(ctx) as service:
-            people = service.people()
-            stale = service.stale_faces()
-        _warn_stale(stale)
-        if as_json:
-            for person in people:
-                _print_json(person.to_json())
-        elif not people:
-            print("nobody is enrolled")
-        else:
-            for person in people:
-                print(f"{person.name}  ({_photos_text(person.faces, person.other_model_faces)}; "
-                      f"enrolled {person.created_at})")
+        with _service(ctx) as service:   # streamed: a million people never sit in memory
+            _warn_stale(service.stale_faces())
+            listed = 0
+            for listed, person in enumerate(service.iter_people(), 1):
+                if as_json:
+                    _print_json(person.to_json())
+                else:
+                    print(f"{person.name}  ({_photos_text(person.faces, person.other_model_faces)}; "
+                          f"enrolled {person.created_at})")
+            if not listed and not as_json:
+                print("nobody is enrolled")
         return EXIT_OK
 
     _run(ctx, run)
@@ -344,7 +399,7 @@ def serve(
         except ImportError as exc:
             raise RuntimeError(f"the service needs fastapi, uvicorn and python-multipart ({exc}); "
                                "reinstall oneshot") from None
-        config = server.ServeConfig(home=_globals(ctx).home, host=host, port=port,
+        config = server.ServeConfig(home=_globals(ctx).home, db=_globals(ctx).db, host=host, port=port,
                                     token=server.environ_token(token), max_upload_bytes=int(max_upload_mb * 1e6))
         try:
             server.check_exposure(host, config.token)
@@ -371,7 +426,7 @@ def _globals(ctx: typer.Context) -> Globals:
 def _service(ctx: typer.Context) -> "OneShot":
     from enroll.service import OneShot
 
-    return OneShot(_globals(ctx).home)
+    return OneShot(_globals(ctx).home, db=_globals(ctx).db)
 
 
 def _run(ctx: typer.Context, body: Any) -> NoReturn:
@@ -441,7 +496,16 @@ def _error(message: str, exc: BaseException | None, *, debug: bool) -> None:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     elif "internal error" in message and "--debug" not in message:
         message += " (run with --debug for details)"
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {_printable(message)}", file=sys.stderr)
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line: control characters (a newline in a file name) are shown escaped, so one message is
+    always one line for scripts that read stderr or stdout line by line."""
+    return text.translate(_CONTROL_ESCAPES)
+
+
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(32), 127)} | {10: "\\n", 13: "\\r", 9: "\\t"}
 
 
 def _print_json(obj: dict[str, Any]) -> None:
@@ -464,7 +528,7 @@ def _report_enrolment(result: "Enrolment", as_json: bool, *, debug: bool) -> Non
     if not result.ok:
         _error(result.message, result.exc, debug=debug)
     elif not as_json:
-        print(result.message)
+        print(_printable(result.message))
 
 
 def _identify_code(result: "Identification") -> int:
@@ -489,7 +553,7 @@ def _report_identification(result: "Identification", as_json: bool, *, prefix: b
         return
     if result.error is not None:
         return
-    lead = f"{result.photo}: " if prefix else ""
+    lead = f"{_printable(result.photo)}: " if prefix else ""
     if not result.faces:
         print(f"{lead}no face found")
         return

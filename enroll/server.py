@@ -59,7 +59,8 @@ _FALSE = {"", "0", "false", "no", "off"}
 class ServeConfig:
     """Everything `oneshot serve` is started with."""
 
-    home: Path | None = None
+    home: Path | str | None = None
+    db: str | None = None          # a database URL (`--db`): the gallery's truth outside the home
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     token: str | None = None
@@ -106,7 +107,7 @@ def create_app(config: ServeConfig, *, engine: "Engine | None" = None, workers: 
     async def lifespan(_app: FastAPI) -> Any:
         pool = workers
         if pool is None:
-            pool = Workers(config.home, config.workers, engine)
+            pool = Workers(config.home, config.workers, engine, db=config.db)
             if warm:
                 await run_in_threadpool(pool.read, warm_up)
         state["workers"] = pool
@@ -388,7 +389,7 @@ def run(config: ServeConfig) -> int:
 
     check_exposure(config.host, config.token)
     _check_port(config.host, config.port)   # before the models load: a port in use is said at once
-    workers = Workers(config.home, config.workers)
+    workers = Workers(config.home, config.workers, db=config.db)
     workers.read(warm_up)              # the models load now: a failure is one error line, before listening
     app = create_app(config, workers=workers)
 

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from gallery import Gallery, Match, PersonInfo, StaleFaces
 
 DB_FILENAME = "gallery.sqlite3"
+# Photos embedded in one network call and stored in one transaction by a bulk enrolment.
+ENROL_BATCH = 16
 # Gallery sizes shown in the threshold table of `oneshot model`.
 TABLE_SIZES = (1, 10, 100, 1_000, 10_000, 100_000)
 # What `reenroll DIR` treats as a photo (the formats embedder.photo reads); anything else in DIR is not looked at.
@@ -60,7 +62,13 @@ class ModelUnavailable(RuntimeError):
 
 
 class Refused(Exception):
-    """A readable photo that this operation will not accept (no face, several faces, looks like someone else)."""
+    """A readable photo that this operation will not accept (no face, several faces, looks like someone else).
+
+    `reason` is the short kind of refusal a bulk enrolment's summary counts."""
+
+    def __init__(self, message: str, reason: str = "refused") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 # Outcomes of one photo. "invalid" is bad input (exit 2), "error" an internal failure (exit 3); "refused" and
@@ -75,6 +83,13 @@ def default_engine() -> Engine:
     import embedder
 
     return embedder  # type: ignore[return-value]
+
+
+def default_db(environ: dict[str, str] | None = None) -> str | None:
+    """Where the gallery's truth lives when `--db` is not given: `$ONESHOT_DB` (e.g. `postgresql://host/db`), else
+    None, meaning `gallery.sqlite3` in the home directory (which always holds this host's index cache)."""
+    env = os.environ if environ is None else environ
+    return env.get("ONESHOT_DB") or None
 
 
 def default_home(environ: dict[str, str] | None = None) -> Path:
@@ -174,6 +189,7 @@ class Enrolment:
     distance: float | None = None            # distance to `matched`
     exc: BaseException | None = field(default=None, repr=False, compare=False)
     replaced: int = 0                        # the person's faces of another model deleted with this enrolment
+    reason: str | None = None                # REFUSED: the short kind of refusal (summaries count these)
 
     @property
     def ok(self) -> bool:
@@ -183,7 +199,8 @@ class Enrolment:
     def to_json(self) -> dict[str, Any]:
         return {"photo": self.photo, "name": self.name, "status": self.status, "message": self.message,
                 "faces": self.faces, "box": _rounded_box(self.box) if self.box else None,
-                "matched": self.matched, "distance": _round(self.distance), "replaced": self.replaced}
+                "matched": self.matched, "distance": _round(self.distance), "replaced": self.replaced,
+                "reason": self.reason}
 
 
 @dataclass
@@ -290,9 +307,14 @@ class OneShot:
     is named as someone in the gallery, from which the per-gallery-size threshold follows (see enroll.decision).
     """
 
-    def __init__(self, home: Path | None = None, *, engine: Engine | None = None,
-                 fpir: float = DEFAULT_FPIR) -> None:
+    def __init__(self, home: Path | str | None = None, *, engine: Engine | None = None,
+                 fpir: float = DEFAULT_FPIR, db: str | None = None) -> None:
+        if isinstance(home, str) and not home.strip():
+            from gallery import GalleryError
+
+            raise GalleryError("gallery home is an empty path; give a directory")
         self.home = Path(home).expanduser() if home is not None else default_home()
+        self.db = db if db is not None else default_db()
         self.fpir = fpir
         self._engine = engine
         self._gallery: Gallery | None = None
@@ -317,11 +339,22 @@ class OneShot:
         """Enrol each photo (one person per photo; `name` or else the file stem). See `enroll_one`."""
         return list(self.enroll_iter(paths, name, largest=largest, force=force))
 
-    def enroll_iter(self, paths: Iterable[str | os.PathLike[str]], name: str | None = None, *,
-                    largest: bool = False, force: bool = False) -> Iterator[Enrolment]:
-        """Like `enroll`, yielding each photo's result as soon as it is done (the CLI prints as it goes)."""
-        for path in paths:
-            yield self.enroll_one(path, name, largest=largest, force=force)
+    def enroll_iter(self, paths: Iterable["str | os.PathLike[str] | tuple[str, str | None]"],
+                    name: str | None = None, *, largest: bool = False, force: bool = False) -> Iterator[Enrolment]:
+        """Like `enroll`, yielding each photo's result in order as its batch is done (the CLI prints as it goes).
+
+        A folder stands for every photo under it (`expand_photos`); an item may also be a `(path, person)` pair
+        from `expand_photos`. Photos are embedded ENROL_BATCH at a time (one network call) and each batch is
+        stored in one write transaction.
+        """
+        batch: list[tuple[str, str | None]] = []
+        for item in expand_photos(paths):
+            batch.append(item)
+            if len(batch) == ENROL_BATCH:
+                yield from self._enroll_batch(batch, name, largest, force)
+                batch = []
+        if batch:
+            yield from self._enroll_batch(batch, name, largest, force)
 
     def enroll_one(self, path: str | os.PathLike[str], name: str | None = None, *, largest: bool = False,
                    force: bool = False) -> Enrolment:
@@ -335,33 +368,73 @@ class OneShot:
           naming them, unless `force`;
         - a new name creates the person; an existing name gets this photo added.
         """
-        shown = _shown(path)
-        who: str | None = None
-        try:
-            who = validate_name(name if name is not None else name_from_path(shown))
-            image = self._engine_().load_photo(path)
-            digest = _digest(path)
-            faces = self._detect(image)
-            if not faces:
-                raise Refused(f"{shown}: no face found")
-            if len(faces) > 1 and not largest:
-                raise Refused(f"{shown}: {len(faces)} faces found; enrol one person per photo, or use --largest "
-                              "to enrol the largest face")
-            face = faces[0]
-            problem = self._engine_().enrolment_problem(image, face)
-            if problem:
-                raise Refused(f"{shown}: {problem}")
-            vector = self._embed(image, [face])[0]
-            return self._store(shown, who, vector, digest, face.box, force)
-        except (InvalidName, _photo_error()) as exc:
+        return self._enroll_batch([(path, None)], name, largest, force)[0]
+
+    def _enroll_batch(self, items: "Sequence[tuple[str | os.PathLike[str] | PhotoBytes, str | None]]",
+                      name: str | None, largest: bool,
+                      force: bool) -> list[Enrolment]:
+        """Read and check each photo, embed the good ones in one call, store them in one write transaction."""
+        results: list[Enrolment | None] = []
+        ready: list[tuple[int, str, str, Any, Any, str]] = []    # (slot, shown, who, image, face, digest)
+        for path, person in items:
+            shown, who = _shown(path), None
+            try:
+                who = validate_name(name if name is not None else person or name_from_path(shown))
+                image = self._engine_().load_photo(path)
+                digest = _digest(path)
+                faces = self._detect(image)
+                if not faces:
+                    raise Refused(f"{shown}: no face found", "no face")
+                if len(faces) > 1 and not largest:
+                    raise Refused(f"{shown}: {len(faces)} faces found; enrol one person per photo, or use "
+                                  "--largest to enrol the largest face", "several faces")
+                problem = self._engine_().enrolment_problem(image, faces[0])
+                if problem:
+                    raise Refused(f"{shown}: {problem}", "face not good enough")
+                ready.append((len(results), shown, who, image, faces[0], digest))
+                results.append(None)
+            except Exception as exc:  # noqa: BLE001 - _failed re-raises what must end the batch
+                results.append(self._failed(shown, who, exc))
+        if ready:
+            try:
+                vectors = self._embed_many([(image, face) for _, _, _, image, face, _ in ready])
+            except Exception as exc:  # noqa: BLE001
+                for slot, shown, who, *_ in ready:
+                    results[slot] = self._failed(shown, who, exc)
+                ready = []
+            gallery = self._open_gallery(create=True) if ready else None
+            if gallery is not None:
+                with gallery.locked():   # checks and writes in one transaction: no enrolment slips between
+                    for (slot, shown, who, _, face, digest), vector in zip(ready, vectors):
+                        try:
+                            results[slot] = self._store_locked(gallery, shown, who, vector, digest, face.box,
+                                                               force)
+                        except Exception as exc:  # noqa: BLE001
+                            results[slot] = self._failed(shown, who, exc)
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _failed(shown: str, who: str | None, exc: Exception) -> Enrolment:
+        """One photo's failure as its result; what makes the whole gallery or model unusable is re-raised."""
+        if isinstance(exc, (InvalidName, _photo_error())):
             message = str(exc) if isinstance(exc, _photo_error()) else f"{shown}: {exc}"
             return Enrolment(shown, who, INVALID, message, exc=exc)
-        except Refused as exc:
-            return Enrolment(shown, who, REFUSED, str(exc), exc=exc)
-        except (ModelUnavailable, _gallery_error()):
+        if isinstance(exc, Refused):
+            return Enrolment(shown, who, REFUSED, str(exc), exc=exc, reason=exc.reason)
+        if isinstance(exc, (ModelUnavailable, _gallery_error())):
+            raise exc
+        return Enrolment(shown, who, ERROR, f"{shown}: internal error: {_one_line(exc)}", exc=exc)
+
+    def _embed_many(self, faces: Sequence[tuple["Image.Image", "Face"]]) -> "np.ndarray":
+        """One network call for the main face of every photo of a batch."""
+        engine = self._engine_()
+        crops = [crop for image, face in faces for crop in engine.aligned_faces(image, [face])]
+        try:
+            return engine.face_embeddings(crops)
+        except (FileNotFoundError, RuntimeError) as exc:
+            if isinstance(exc, FileNotFoundError) or "weights" in str(exc).lower():
+                raise ModelUnavailable(f"cannot load the embedder: {_one_line(exc)}; reinstall oneshot") from exc
             raise
-        except Exception as exc:  # noqa: BLE001 - one photo's failure must not end the batch
-            return Enrolment(shown, who, ERROR, f"{shown}: internal error: {_one_line(exc)}", exc=exc)
 
     def identify(self, paths: Iterable[str | os.PathLike[str]]) -> list[Identification]:
         """Name every face in each photo, largest first; unknown faces have name None."""
@@ -439,12 +512,16 @@ class OneShot:
 
     def people(self) -> list[Person]:
         """Everyone enrolled, sorted by name (an empty list when there is no gallery yet)."""
+        return list(self.iter_people())
+
+    def iter_people(self) -> Iterator[Person]:
+        """Everyone enrolled, sorted by name, streamed from the database (nothing when there is no gallery yet)."""
         gallery = self._open_gallery(create=False)
         if gallery is None:
-            return []
-        return [Person(p.name, p.faces, p.created_at.isoformat(timespec="seconds"),
-                       p.updated_at.isoformat(timespec="seconds"), p.other_model_faces)
-                for p in gallery.people()]
+            return
+        for p in gallery.iter_people():
+            yield Person(p.name, p.faces, p.created_at.isoformat(timespec="seconds"),
+                         p.updated_at.isoformat(timespec="seconds"), p.other_model_faces)
 
     def stale_faces(self) -> "StaleFaces | None":
         """How many enrolled people and faces were made by another model, which identification cannot use until
@@ -509,11 +586,8 @@ class OneShot:
 
     # -- internals -------------------------------------------------------------------------------------------
 
-    def _store(self, shown: str, who: str, vector: "np.ndarray", digest: str, box: Box,
-               force: bool) -> Enrolment:
-        """Apply the gallery-side enrolment rules, then add the face. Nothing is written before every check."""
-        gallery = self._open_gallery(create=True)
-        assert gallery is not None
+    def _store_locked(self, gallery: "Gallery", shown: str, who: str, vector: "np.ndarray", digest: str, box: Box,
+                      force: bool) -> Enrolment:
         count = gallery.person_count()
         person = self._person(gallery, who)
         exists = person is not None
@@ -533,8 +607,8 @@ class OneShot:
                 if not force:
                     raise Refused(
                         f"{shown}: this face already matches {matched!r} (distance {distance:.2f}, threshold "
-                        f"{threshold:.2f}); not enrolled as {who!r} - use --force if they are different people"
-                    )
+                        f"{threshold:.2f}); not enrolled as {who!r} - use --force if they are different people",
+                        "already matches someone else")
         gallery.add_face(who, vector, digest, drop_other_models=True)
         faces = self._face_count(gallery, who)
         also = f" (it resembles {matched!r}, enrolled anyway with --force)" if matched else ""
@@ -578,13 +652,14 @@ class OneShot:
     def _open_gallery(self, *, create: bool) -> "Gallery | None":
         """The gallery, opened once; with `create=False`, None when this home has no database yet."""
         if self._gallery is None:
-            if not create and not (self.home / DB_FILENAME).exists():
+            from gallery import Gallery, check_home
+
+            check_home(self.home)   # a regular file or "" is an error, not an empty gallery
+            if not create and self.db is None and not (self.home / DB_FILENAME).exists():
                 return None
             card = self._card()
             model_id = str(self._engine_().model_id())
-            from gallery import Gallery
-
-            self._gallery = Gallery(self.home, model_id, int(card["dim"]))
+            self._gallery = Gallery(self.home, model_id, int(card["dim"]), db_url=self.db)
         return self._gallery
 
     @staticmethod
@@ -620,6 +695,37 @@ def photos_in(directory: str | os.PathLike[str]) -> list[Path]:
     if not photos:
         raise FileNotFoundError(f"{os.fspath(directory)}: no photos in it ({', '.join(sorted(PHOTO_SUFFIXES))})")
     return photos
+
+
+def expand_photos(args: Iterable["str | os.PathLike[str] | tuple[str, str | None]"]
+                  ) -> list[tuple[str, str | None]]:
+    """`enroll`'s arguments as (photo, person) pairs: a file stands for itself (person None: its stem names it);
+    a folder for every photo under it, recursively, sorted (hidden files and folders skipped). A photo directly
+    in the folder is named by its stem, one in a subfolder by the subfolder's name (`photos/alice/1.jpg` enrols
+    'alice'), so both a flat folder and one folder per person work.
+
+    Raises FileNotFoundError (one line) for a folder that holds no photo."""
+    out: list[tuple[str, str | None]] = []
+    for arg in args:
+        if isinstance(arg, tuple):
+            out.append(arg)
+            continue
+        text = os.fspath(arg)
+        folder = Path(text)
+        if not folder.is_dir():
+            out.append((text, None))
+            continue
+        found = []
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            rel = Path(root).relative_to(folder)
+            person = rel.parts[0] if rel.parts else None
+            found += [(os.path.join(root, f), person) for f in sorted(files)
+                      if Path(f).suffix.lower() in PHOTO_SUFFIXES and not f.startswith(".")]
+        if not found:
+            raise FileNotFoundError(f"{text}: no photos in it ({', '.join(sorted(PHOTO_SUFFIXES))})")
+        out += found
+    return out
 
 
 def _name_of(path: Path) -> str | None:

@@ -24,11 +24,12 @@ T = TypeVar("T")
 class Workers:
     """`size` OneShot services over the same home; `read` and `write` lend one to a function."""
 
-    def __init__(self, home: Path | None, size: int = 2, engine: Engine | None = None) -> None:
+    def __init__(self, home: Path | str | None, size: int = 2, engine: Engine | None = None, *,
+                 db: str | None = None) -> None:
         if size < 1:
             raise ValueError(f"the pool needs at least one service, got {size}")
         self._idle: queue.Queue[OneShot] = queue.Queue()
-        self._all = [OneShot(home, engine=engine) for _ in range(size)]
+        self._all = [OneShot(home, engine=engine, db=db) for _ in range(size)]
         for service in self._all:
             self._idle.put(service)
         self._write_lock = threading.Lock()

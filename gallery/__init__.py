@@ -1,6 +1,6 @@
-"""Face gallery: SQLite (via SQLAlchemy 2) is the source of truth, a FAISS index beside it is a rebuildable cache.
+"""Face gallery: SQL (SQLite by default, or PostgreSQL) is the source of truth, a FAISS index beside it is a cache.
 
-Public API (contract in docs/ARCHITECTURE.md)::
+Public API (contract in docs/ARCHITECTURE.md and docs/GALLERY.md)::
 
     from gallery import Gallery, GalleryError, UnknownPerson, Match, PersonInfo, StaleFaces
 
@@ -8,10 +8,10 @@ Importing this package loads SQLAlchemy and NumPy but neither torch nor faiss (f
 """
 from __future__ import annotations
 
+from gallery.cache import INDEX_FILE, META_FILE, SLOTS_FILE
 from gallery.errors import GalleryError, UnknownPerson
 from gallery.results import Match, PersonInfo, StaleFaces
-from gallery.store import DB_FILE, Gallery
-from gallery.index import INDEX_FILE, META_FILE
+from gallery.store import DB_FILE, Gallery, check_home
 
-__all__ = ["DB_FILE", "INDEX_FILE", "META_FILE", "Gallery", "GalleryError", "Match", "PersonInfo", "StaleFaces",
-           "UnknownPerson"]
+__all__ = ["DB_FILE", "INDEX_FILE", "META_FILE", "SLOTS_FILE", "Gallery", "GalleryError", "Match", "PersonInfo",
+           "StaleFaces", "UnknownPerson", "check_home"]

@@ -1,38 +1,35 @@
-"""The FAISS cache of one model's face vectors: build, save atomically, and load only if it is still valid.
+"""The FAISS side of the cache: how big an index to train, how a vector becomes a code, how codes become a searchable
+index.
 
-The cache is two files beside the database: ``index.faiss`` (an ``IndexIDMap`` over ``IndexFlatIP``; ids are face
-row ids) and ``index.json`` (format, generation, model_id, dim, count, sha256 of index.faiss). ``load`` returns
-None, rather than raising, whenever the pair does not describe exactly the database state the caller expects
-(missing, stale generation, other model or dim, wrong count, unreadable json, checksum mismatch, FAISS parse error);
-the caller then rebuilds from SQLite. The checksum means damaged bytes are never handed to FAISS's parser.
+One structure serves every gallery size: an inverted-file index (``IndexIVFScalarQuantizer``) over 8-bit codes of the
+unit vectors (256 bytes for the 256-d model, a quarter of the float32 truth in the database). Below ``EXACT_BELOW``
+faces it has a single list, so every query scans every face: exact search over the codes. From ``EXACT_BELOW`` on it
+has about ``4·√n`` lists (trained by spherical k-means on a sample) and a query scans as many of them as fit in
+``SCAN_BUDGET`` codes (all of them up to ~100k faces, about an eighth at 1M). The codes
+only *propose* candidates: the store re-ranks them with the exact float32 vectors from the database, so reported
+distances are exact and the 8-bit rounding can only matter for a candidate far down the list. Measurements behind
+``EXACT_BELOW`` and ``SCAN_BUDGET``: docs/GALLERY.md and benchmarks/results/gallery_scale_*.json.
 
-``faiss`` is imported inside functions: it is slow to import and most commands (list, remove) need it late or never.
+The quantiser range is fixed ([-1, 1] per component, the range of any unit vector's components), so a code never
+depends on other people's vectors and can be computed by any process from the small trained ``index.faiss`` alone.
+
+``faiss`` is imported inside functions: it is slow to import and `list` / `remove` need it late or never.
+Single queries run on one thread (``faiss.omp_set_num_threads(1)`` while searching one row): FAISS's thread pool
+made one query 2.5x slower on two cores.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
-from dataclasses import asdict, dataclass
-from pathlib import Path
+import math
 from typing import Any
 
 import numpy as np
 
-INDEX_FILE = "index.faiss"
-META_FILE = "index.json"
-FORMAT = 1
-
-
-@dataclass(frozen=True)
-class CacheKey:
-    """What a cache must match to be usable: the database generation and this gallery's model, dim and count."""
-
-    generation: int
-    model_id: str
-    dim: int
-    count: int
+EXACT_BELOW = 20_000          # faces; below this a query compares against every face
+SCAN_BUDGET = 128_000         # codes one query may scan: ~1.6 ms on one core here (docs/GALLERY.md)
+MAX_LISTS = 4096
+RETRAIN_FACTOR = 4            # retrain when the gallery has grown or shrunk this much since training
+_TRAIN_POINTS_PER_LIST = 32
+_SQ_RANGE = (-1.0, 2.0)       # vmin, vdiff of the uniform 8-bit quantiser: [-1, 1]
 
 
 def _faiss() -> Any:
@@ -41,100 +38,137 @@ def _faiss() -> Any:
     return faiss
 
 
-def build(dim: int, ids: np.ndarray, vectors: np.ndarray) -> Any:
-    """A fresh inner-product index holding ``vectors`` (unit rows) under ``ids`` (face row ids)."""
+def lists_for(n: int) -> int:
+    """How many inverted lists a gallery of ``n`` faces gets: one (exact) below EXACT_BELOW, else ~4·√n (a power
+    of two), so a list holds ~√n/4 faces (``tune`` decides how many lists a query scans). At 1M, 4096 lists found
+    the exact nearest person for 96.1 % of queries at the same scan budget where 2048 found 94.9 % (docs/GALLERY.md)."""
+    if n < EXACT_BELOW:
+        return 1
+    return int(min(MAX_LISTS, 2 ** round(math.log2(4 * math.sqrt(n)))))
+
+
+def needs_retraining(nlist: int, trained_for: int, n: int) -> bool:
+    """Whether an index trained for ``trained_for`` faces with ``nlist`` lists no longer suits ``n`` faces."""
+    if lists_for(n) == nlist:
+        return False
+    if nlist == 1 or lists_for(n) == 1:
+        return True       # crossing EXACT_BELOW either way
+    return n > trained_for * RETRAIN_FACTOR or n * RETRAIN_FACTOR < trained_for
+
+
+def empty_index(dim: int, centroids: np.ndarray) -> Any:
+    """An IVF index with the given (nlist, dim) unit centroids, ready to encode and to receive codes."""
     faiss = _faiss()
-    index = faiss.IndexIDMap(faiss.IndexFlatIP(dim))
-    add(index, ids, vectors)
-    return index
+    nlist = int(centroids.shape[0])
+    quantizer = faiss.IndexFlatIP(dim)
+    quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    ivf = faiss.IndexIVFScalarQuantizer(
+        quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit_uniform, faiss.METRIC_INNER_PRODUCT, False
+    )
+    ivf.own_fields = True
+    quantizer.this.disown()
+    faiss.copy_array_to_vector(np.array(_SQ_RANGE, dtype=np.float32), ivf.sq.trained)
+    ivf.is_trained = True
+    return ivf
 
 
-def add(index: Any, ids: np.ndarray, vectors: np.ndarray) -> None:
-    """Add rows to an index in place (used for the cheap incremental update after one enrolment)."""
+def tune(ivf: Any) -> None:
+    """Scan as many lists as fit in SCAN_BUDGET codes at the index's current size (all of them when small)."""
+    per_list = max(1.0, int(ivf.ntotal) / int(ivf.nlist))
+    ivf.nprobe = int(min(int(ivf.nlist), max(1, math.ceil(SCAN_BUDGET / per_list))))
+
+
+def train(dim: int, sample: np.ndarray, nlist: int, seed: int = 1234) -> Any:
+    """An empty IVF index whose lists are spherical k-means centroids of ``sample`` (unit rows)."""
+    if nlist == 1:
+        centre = np.zeros((1, dim), np.float32)
+        centre[0, 0] = 1.0   # one list: the centroid only names the list, every query scans it
+        return empty_index(dim, centre)
+    faiss = _faiss()
+    kmeans = faiss.Kmeans(dim, nlist, niter=10, spherical=True, seed=seed,
+                          max_points_per_centroid=_TRAIN_POINTS_PER_LIST, verbose=False)
+    kmeans.train(np.ascontiguousarray(sample, dtype=np.float32))
+    return empty_index(dim, kmeans.centroids)
+
+
+def train_sample_size(nlist: int) -> int:
+    """How many vectors ``train`` needs (more would only slow k-means down)."""
+    return 1 if nlist == 1 else nlist * _TRAIN_POINTS_PER_LIST
+
+
+def encode(ivf: Any, vectors: np.ndarray) -> np.ndarray:
+    """(n, code_bytes) uint8: each row's list number (little-endian, ``coarse_code_size`` bytes) then its 8-bit
+    code. Any process with the same ``index.faiss`` computes the same bytes."""
+    if len(vectors) == 0:
+        return np.zeros((0, int(ivf.sa_code_size())), np.uint8)
+    return ivf.sa_encode(np.ascontiguousarray(vectors, dtype=np.float32))
+
+
+def list_numbers(ivf: Any, codes: np.ndarray) -> np.ndarray:
+    """The list number held in the first bytes of each code (see ``encode``)."""
+    width = int(ivf.coarse_code_size())
+    out = np.zeros(len(codes), np.int64)
+    for byte in range(width):
+        out |= codes[:, byte].astype(np.int64) << (8 * byte)
+    return out
+
+
+def fill(ivf: Any, ids: np.ndarray, codes: np.ndarray) -> None:
+    """Add coded rows to ``ivf``'s lists directly (no re-encoding): the fast path of opening a big gallery."""
+    if len(ids) == 0:
+        return
+    faiss = _faiss()
+    width = int(ivf.coarse_code_size())
+    lists = list_numbers(ivf, codes)
+    order = np.argsort(lists, kind="stable")
+    lists = lists[order]
+    starts = np.searchsorted(lists, np.arange(ivf.nlist + 1))
+    for list_no in range(ivf.nlist):
+        lo, hi = int(starts[list_no]), int(starts[list_no + 1])
+        if hi == lo:
+            continue
+        rows = order[lo:hi]
+        list_ids = np.ascontiguousarray(ids[rows], dtype=np.int64)
+        list_codes = np.ascontiguousarray(codes[rows, width:])
+        ivf.invlists.add_entries(list_no, hi - lo, faiss.swig_ptr(list_ids), faiss.swig_ptr(list_codes))
+    ivf.ntotal += len(ids)
+    tune(ivf)
+
+
+def remove(ivf: Any, ids: np.ndarray) -> None:
+    """Drop face ids from the in-memory lists."""
     if len(ids):
-        index.add_with_ids(
-            np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64)
-        )
+        ivf.remove_ids(_faiss().IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64)))
+        tune(ivf)
 
 
-def save(home: Path, index: Any, key: CacheKey) -> None:
-    """Write index.faiss then index.json, each atomically; raises OSError on failure.
-
-    A crash between the two leaves a json whose checksum does not match the faiss file, which ``load`` rejects.
-    """
-    blob = _faiss().serialize_index(index)  # uint8 numpy array
-    meta = {"format": FORMAT, **asdict(key), "sha256": hashlib.sha256(blob).hexdigest()}
-    atomic_write(home / INDEX_FILE, memoryview(blob))
-    atomic_write(home / META_FILE, (json.dumps(meta, sort_keys=True) + "\n").encode())
-
-
-def load(home: Path, key: CacheKey) -> Any | None:
-    """The cached index if it matches ``key`` exactly and is intact, else None (never raises for a bad cache)."""
+def search(ivf: Any, queries: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate inner products and face ids of up to ``want`` candidates per query row (-1: none)."""
+    faiss = _faiss()
+    threads = faiss.omp_get_max_threads()
+    single = len(queries) == 1
+    if single:
+        faiss.omp_set_num_threads(1)
     try:
-        meta = json.loads((home / META_FILE).read_bytes())
-        blob = (home / INDEX_FILE).read_bytes()
-    except (OSError, ValueError):
-        return None
-    expected = {"format": FORMAT, **asdict(key)}
-    if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in expected.items()):
-        return None
-    if meta.get("sha256") != hashlib.sha256(blob).hexdigest():
-        return None
+        return ivf.search(np.ascontiguousarray(queries, dtype=np.float32), want)
+    finally:
+        if single:
+            faiss.omp_set_num_threads(threads)
+
+
+def serialize(ivf: Any) -> np.ndarray:
+    """index.faiss bytes of an *empty* trained index (centroids and quantiser), a few MB at most."""
+    return _faiss().serialize_index(ivf)
+
+
+def deserialize(blob: bytes, dim: int) -> Any | None:
+    """The trained empty index from index.faiss bytes, or None when they are not one of ours for ``dim``."""
     faiss = _faiss()
     try:
-        index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+        ivf = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
     except (RuntimeError, ValueError, TypeError):
         return None
-    if (
-        not isinstance(index, faiss.IndexIDMap)
-        or index.metric_type != faiss.METRIC_INNER_PRODUCT
-        or index.d != key.dim
-        or index.ntotal != key.count
-    ):
+    if not isinstance(ivf, faiss.IndexIVFScalarQuantizer) or ivf.d != dim or ivf.ntotal != 0 \
+            or ivf.metric_type != faiss.METRIC_INNER_PRODUCT or ivf.by_residual:
         return None
-    return index
-
-
-def discard(home: Path) -> None:
-    """Delete both cache files (used when a rewrite failed but stale vectors must not stay on disk)."""
-    for name in (INDEX_FILE, META_FILE):
-        try:
-            (home / name).unlink()
-        except FileNotFoundError:
-            pass
-
-
-def atomic_write(path: Path, data: bytes | memoryview) -> None:
-    """Replace ``path`` with ``data`` so readers see the old or the new file, never a partial one.
-
-    Temp file in the same directory (so os.replace is a rename on one filesystem), fsync before the rename, then
-    fsync the directory so the rename itself survives a power cut. The temp file is removed on any failure.
-    """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Best-effort directory fsync (not supported on every platform/filesystem)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return ivf

@@ -1,82 +1,127 @@
-"""The Gallery: enrol, search and erase people, with SQLite as the truth and FAISS as a rebuildable cache.
+"""The Gallery: enrol, search and erase people, with SQL (SQLite or PostgreSQL) as the truth and FAISS as a cache.
 
 Design choices (and why):
 
-* One engine per Gallery, one short session per operation: nothing ORM-bound escapes, and another process can
-  change the database between calls. Every change bumps ``meta.generation`` in the same transaction, and every
-  search first reads the generation, so a stale in-memory or on-disk index is noticed and replaced.
-* The on-disk index is written while holding SQLite's write lock and only if its generation is still current,
-  so a process with an old in-memory index can never write back vectors of a person someone else just erased.
-* ``add_face`` updates the in-memory index incrementally and writes the cache file lazily (at ``close`` or the
-  next rebuild): writing the whole index after each of n enrolments in one process would cost O(n^2). A cache
-  that was not written (no ``close``, a crash) is simply detected as stale and rebuilt by the next process.
-* ``remove_person`` rewrites the cache immediately: the erased vectors must not survive in ``index.faiss``.
+* One engine per Gallery, one short session per operation (or one held write transaction, ``locked``): nothing
+  ORM-bound escapes, and another process or host can change the database between calls. Every change bumps
+  ``meta.generation`` in the same transaction, and every search first reads the generation, so a stale index is
+  noticed and brought up to date.
+* The cache (``gallery.cache``) is changed in place, under the database's write lock and before the commit:
+  enrolment appends a record, removal zeroes the person's records. A cache whose generation is not the database's
+  (a crash, another host sharing a PostgreSQL database, a rolled-back block) is *reconciled*: ids the database no
+  longer has are erased, ids it gained are appended, so a change elsewhere costs O(change) vectors, not a rebuild.
+* Search asks the approximate index for candidates and re-ranks them with the exact vectors from the database, so
+  distances are exact and a face removed a moment ago is never answered.
+* Checks and writes that must not interleave with another writer (the "already matches someone else" rule of
+  enrolment) run inside ``locked()``, one write transaction.
 
-A Gallery is not thread-safe; use one per thread (several processes are fine).
+A Gallery is not thread-safe; use one per thread (several processes and hosts are fine).
 """
 from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Engine, Select, case, delete, func, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Engine, Select, case, delete, exists, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from gallery import db, index
+from gallery import cache as cache_files
+from gallery import db, index, migrations
+from gallery.cache import DiskCache, Loaded
 from gallery.errors import GalleryError, UnknownPerson
 from gallery.results import Match, PersonInfo, StaleFaces
-from gallery.schema import META_ROW_ID, SCHEMA_VERSION, Base, Face, Meta, Person, utcnow
-from gallery.search import LoadedIndex
-from gallery.vectors import from_blob, to_blob, unit_rows
+from gallery.schema import META_ROW_ID, Face, Meta, Person, utcnow
+from gallery.vectors import from_blob, ip_to_distance, to_blob, unit_rows
 
 DB_FILE = "gallery.sqlite3"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NO_META = "gallery database {} has no meta row; it was not created by oneshot or was damaged"
+_MIN_CANDIDATES = 32      # re-ranked exactly (the 8-bit codes blur near-ties in a crowd of a million)
+_WIDEN = 4
+PAGE_SIZE = 16384
+_CHUNK = 20_000          # rows per round trip when streaming vectors or looking up ids
 
 
 class Gallery:
-    """Enrolled people and their face vectors under ``home`` (see docs/ARCHITECTURE.md, ``gallery/``)."""
+    """Enrolled people and their face vectors: truth in ``home``'s SQLite file or in ``db_url``, cache in ``home``."""
 
-    def __init__(self, home: Path, model_id: str, dim: int) -> None:
-        """Open (creating if missing) the gallery in ``home`` for vectors of ``model_id`` with ``dim`` floats.
+    def __init__(self, home: Path, model_id: str, dim: int, *, db_url: str | None = None) -> None:
+        """Open (creating if missing) the gallery for vectors of ``model_id`` with ``dim`` floats.
 
-        Raises GalleryError if ``home`` cannot be created or written, or the database is corrupt (the corrupt
-        file is never modified); ValueError for a bad ``model_id``/``dim``.
+        ``db_url`` (``postgresql://...`` or ``sqlite:///path``) puts the truth elsewhere than ``home/gallery.sqlite3``;
+        ``home`` still holds this host's cache. A home or database this process may not write is opened read-only:
+        search and listing work, changes raise GalleryError. Raises GalleryError if ``home`` is not a usable
+        directory, or the database is corrupt, empty or not a oneshot gallery (such a file is never modified);
+        ValueError for a bad ``model_id``/``dim``.
         """
         if not isinstance(model_id, str) or not model_id:
             raise ValueError(f"model_id must be a non-empty string, got {model_id!r}")
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        self.home = Path(home)
+        self.home = check_home(home)
         self.model_id = model_id
         self.dim = int(dim)
-        self.db_path = self.home / DB_FILE
-        self._loaded: LoadedIndex | None = None
-        self._dirty = False  # in-memory index is newer than index.faiss
-        self._closed = True  # until the engine exists
-
-        _prepare_home(self.home)
-        db.check_header(self.db_path)  # before SQLite touches a foreign file
-        _create_private_file(self.db_path)
-        engine = db.make_engine(self.db_path)
+        self._loaded: Loaded | None = None
+        self._tx: Session | None = None      # the held write transaction of a `locked()` block
+        self._cache_touched = False          # the cache files changed inside the current `locked()` block
+        self._closed = True                  # until the engine exists
+        url = db_url or f"sqlite:///{self.home / DB_FILE}"
+        self._sqlite_path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+        self.db_path = self._sqlite_path if self._sqlite_path is not None else Path(_redacted(url))
+        self.read_only = not _writable(self.home, self._sqlite_path)
+        if self._sqlite_path is not None:
+            self.read_only = self.read_only or not _writable(self._sqlite_path.parent, self._sqlite_path)
+        self._cache = DiskCache(self.home, model_id, self.dim)
+        created = self._sqlite_path is not None and _create_sqlite(self._sqlite_path, self.read_only)
+        if self._sqlite_path is not None:
+            db.check_file(self._sqlite_path)  # before SQLite touches a foreign, empty or truncated file
+        engine = db.make_engine(url, read_only=self.read_only)
         try:
-            db.check_integrity(engine, self.db_path)
             self._engine: Engine = engine
             self._writer: Engine = db.writer(engine)
-            self._init_schema()
+            if not created:
+                self._init_schema()
         except BaseException:
             engine.dispose()
             raise
         self._closed = False
 
     # ----------------------------------------------------------------------------------------------- public API
+
+    @contextmanager
+    def locked(self) -> Iterator[Gallery]:
+        """Hold the database's write lock for a block: every read and write inside it is one transaction, so a
+        check ("does this face match someone else?") and the write it guards cannot interleave with another
+        process's. Commits at the end, rolls back (and invalidates the cache) on an exception. Re-entrant."""
+        self._check_writable("change the gallery")
+        if self._tx is not None:
+            yield self
+            return
+        with db.translated(self.db_path, "change the gallery"), Session(self._writer) as session:
+            session.begin()
+            self._tx, self._cache_touched = session, False
+            try:
+                yield self
+                session.commit()
+            except BaseException:
+                session.rollback()
+                if self._cache_touched:   # the cache holds this block's uncommitted changes: make it stale
+                    self._forget_index()
+                    self._quietly(self._cache.discard_meta)
+                raise
+            finally:
+                self._tx = None
 
     def add_face(
         self, name: str, vector: np.ndarray, photo_sha256: str, *, drop_other_models: bool = False
@@ -94,81 +139,74 @@ class Gallery:
             raise ValueError(f"add_face takes one vector, got {row.shape[0]}")
         _check_name(name)
         sha = _check_sha256(photo_sha256)
-        if self._loaded is None:
-            self._current_index()  # so this face is applied incrementally and close() leaves a current cache
         now = utcnow()
-        with db.translated(self.db_path, f"add a face for {name!r}"), Session(self._writer) as session:
-            with session.begin():
-                person = session.scalars(select(Person).where(Person.name == name)).one_or_none()
-                created = person is None
-                if person is None:
-                    person = Person(name=name, created_at=now, updated_at=now)
-                    session.add(person)
-                else:
-                    person.updated_at = now
-                    if drop_other_models:
-                        session.execute(
-                            delete(Face).where(Face.person_id == person.id, Face.model_id != self.model_id)
-                        )
-                face = Face(
-                    person=person, model_id=self.model_id, dim=self.dim, vector=to_blob(row[0]),
-                    photo_sha256=sha, created_at=now,
-                )
-                session.add(face)
-                generation = _bump_generation(session)
-                session.flush()
-                face_id = int(face.id)
-        loaded = self._loaded
-        if loaded is not None and loaded.generation == generation - 1:
-            loaded.add(face_id, name, row[0], generation)  # nobody else changed the DB meanwhile
-            self._dirty = True
-        else:
-            self._forget_index()
+        with self.locked(), db.translated(self.db_path, f"add a face for {name!r}"):
+            session = self._session()
+            before = _read_generation(session)
+            person = session.scalars(select(Person).where(Person.name == name)).one_or_none()
+            created = person is None
+            newcomer = created or not session.scalar(select(exists().where(
+                Face.person_id == person.id, Face.model_id == self.model_id, Face.dim == self.dim)))
+            if person is None:
+                person = Person(name=name, created_at=now, updated_at=now)
+                session.add(person)
+            else:
+                person.updated_at = now
+                if drop_other_models:
+                    session.execute(delete(Face).where(Face.person_id == person.id, Face.model_id != self.model_id))
+            face = Face(person=person, model_id=self.model_id, dim=self.dim, vector=to_blob(row[0]),
+                        photo_sha256=sha, created_at=now)
+            session.add(face)
+            generation = _bump_generation(session)
+            session.flush()
+            face_id = int(face.id)
+            self._cache_change(session, before, generation, added=(np.array([face_id]), row),
+                               people_delta=int(newcomer))
         return face_id, created
 
     def remove_person(self, name: str) -> int:
-        """Erase ``name`` and all their faces (every model) in one transaction, then rewrite the index.
+        """Erase ``name`` and all their faces (every model) in one transaction, and their codes in the cache.
 
         Returns the number of faces deleted; raises UnknownPerson if the name is not enrolled. With
-        ``secure_delete`` the freed database space is zeroed, and the index files are replaced, so no file under
-        the home directory keeps the name or the vectors afterwards.
+        ``secure_delete`` the freed SQLite space is zeroed, the cache records are overwritten in place and leftover
+        temporary files are deleted, so no file under the home directory keeps the name or the vectors afterwards.
         """
         self._check_open()
-        with db.translated(self.db_path, f"remove {name!r}"), Session(self._writer) as session:
-            with session.begin():
-                person_id = session.scalar(select(Person.id).where(Person.name == name))
-                if person_id is None:
-                    raise UnknownPerson(name)
-                faces = session.scalar(select(func.count()).select_from(Face).where(Face.person_id == person_id))
-                session.execute(delete(Face).where(Face.person_id == person_id))
-                session.execute(delete(Person).where(Person.id == person_id))
-                _bump_generation(session)
-        self._forget_index()  # drop the erased vectors from memory too
-        try:
-            self._rebuild()
-        except (GalleryError, OSError) as exc:
-            try:
-                index.discard(self.home)
-            except OSError as discard_exc:
-                raise GalleryError(
-                    f"{name!r} was removed from {self.db_path} but the old index in {self.home} could not be "
-                    f"rewritten ({exc}) or deleted ({discard_exc}); delete {index.INDEX_FILE} by hand"
-                ) from discard_exc
+        with self.locked(), db.translated(self.db_path, f"remove {name!r}"):
+            session = self._session()
+            before = _read_generation(session)
+            person_id = session.scalar(select(Person.id).where(Person.name == name))
+            if person_id is None:
+                raise UnknownPerson(name)
+            mine = [int(i) for i in session.scalars(select(Face.id).where(
+                Face.person_id == person_id, Face.model_id == self.model_id, Face.dim == self.dim))]
+            faces = session.scalar(select(func.count()).select_from(Face).where(Face.person_id == person_id))
+            session.execute(delete(Face).where(Face.person_id == person_id))
+            session.execute(delete(Person).where(Person.id == person_id))
+            generation = _bump_generation(session)
+            self._cache_change(session, before, generation, removed=np.array(sorted(mine), dtype=np.int64),
+                               people_delta=-1 if mine else 0)
+            self._clean_temp()
+        self._after_erasure()
         return int(faces or 0)
 
     def people(self) -> list[PersonInfo]:
         """Every stored person, sorted by name (including people with only other-model faces)."""
+        return list(self.iter_people())
+
+    def iter_people(self) -> Iterator[PersonInfo]:
+        """Every stored person, sorted by name, streamed in chunks (a million people never sit in memory)."""
         self._check_open()
-        query = self._people_query().order_by(Person.name)
-        with db.translated(self.db_path, "list people"), Session(self._engine) as session, session.begin():
-            rows = session.execute(query).all()
-        return [_person_info(*row) for row in rows]
+        query = self._people_query().order_by(Person.name).execution_options(yield_per=1000)
+        with self._reading("list people") as session:
+            for row in session.execute(query):
+                yield _person_info(*row)
 
     def person(self, name: str) -> PersonInfo:
         """One stored person, counted as ``people`` counts them; raises UnknownPerson if the name is not stored."""
         self._check_open()
         query = self._people_query().where(Person.name == name)
-        with db.translated(self.db_path, "look up a person"), Session(self._engine) as session, session.begin():
+        with self._reading("look up a person") as session:
             row = session.execute(query).one_or_none()
         if row is None:
             raise UnknownPerson(name)
@@ -177,25 +215,27 @@ class Gallery:
     def stale_faces(self) -> StaleFaces:
         """How many people and faces were made by another model than this gallery's (see StaleFaces).
 
-        One aggregate over a per-person GROUP BY, so it costs one pass over the faces' (indexed) model ids.
+        First an index probe for any such face (O(log n)); only when one exists, one aggregate over a per-person
+        GROUP BY.
         """
         self._check_open()
-        other = case((Face.model_id != self.model_id, 1), else_=0)
-        mine = case((Face.model_id == self.model_id, 1), else_=0)
-        per_person = (
-            select(func.sum(other).label("other"), func.sum(mine).label("mine"))
-            .group_by(Face.person_id)
-            .having(func.sum(other) > 0)
-            .subquery()
-        )
-        query = select(
-            func.count(),
-            func.coalesce(func.sum(per_person.c.other), 0),
-            func.coalesce(func.sum(case((per_person.c.mine == 0, 1), else_=0)), 0),
-        ).select_from(per_person)
-        with db.translated(self.db_path, "count faces of other models"), Session(self._engine) as session:
-            with session.begin():
-                people, faces, unrecognisable = session.execute(query).one()
+        with self._reading("count faces of other models") as session:
+            if not session.scalar(select(exists().where(self._other_models()))):
+                return StaleFaces()
+            other = case((self._other_models(), 1), else_=0)
+            mine = case((Face.model_id == self.model_id, 1), else_=0)
+            per_person = (
+                select(func.sum(other).label("other"), func.sum(mine).label("mine"))
+                .group_by(Face.person_id)
+                .having(func.sum(other) > 0)
+                .subquery()
+            )
+            query = select(
+                func.count(),
+                func.coalesce(func.sum(per_person.c.other), 0),
+                func.coalesce(func.sum(case((per_person.c.mine == 0, 1), else_=0)), 0),
+            ).select_from(per_person)
+            people, faces, unrecognisable = session.execute(query).one()
         return StaleFaces(people=int(people), faces=int(faces), unrecognisable=int(unrecognisable))
 
     def stale_names(self) -> list[str]:
@@ -204,47 +244,46 @@ class Gallery:
         query = (
             select(Person.name)
             .join(Face, Face.person_id == Person.id)
-            .where(Face.model_id != self.model_id)
-            .group_by(Person.id)
+            .where(self._other_models())
+            .group_by(Person.id, Person.name)
             .order_by(Person.name)
         )
-        with db.translated(self.db_path, "list faces of other models"), Session(self._engine) as session:
-            with session.begin():
-                return list(session.scalars(query).all())
+        with self._reading("list faces of other models") as session:
+            return list(session.scalars(query).all())
 
     def person_count(self) -> int:
-        """People with at least one face of this gallery's model (the N that search can return)."""
+        """People with at least one face of this gallery's model (the N that search can return).
+
+        Kept in the cache and updated with every change, so identify does not count a million rows each time.
+        """
         self._check_open()
-        query = select(func.count(func.distinct(Face.person_id))).where(Face.model_id == self.model_id)
-        with db.translated(self.db_path, "count people"), Session(self._engine) as session, session.begin():
-            return int(session.scalar(query) or 0)
+        return self._current_index().people
 
     def has_person(self, name: str) -> bool:
         """Whether ``name`` is stored at all (with faces of any model)."""
         self._check_open()
-        query = select(Person.id).where(Person.name == name)
-        with db.translated(self.db_path, "look up a person"), Session(self._engine) as session, session.begin():
-            return session.scalar(query) is not None
+        with self._reading("look up a person") as session:
+            return session.scalar(select(Person.id).where(Person.name == name)) is not None
 
     def has_photo(self, name: str, photo_sha256: str) -> bool:
         """Whether this exact photo (by sha256) is already one of ``name``'s faces for this model."""
         self._check_open()
         query = (select(Face.id).join(Person, Face.person_id == Person.id)
                  .where(Person.name == name, Face.photo_sha256 == photo_sha256, Face.model_id == self.model_id))
-        with db.translated(self.db_path, "look up a photo"), Session(self._engine) as session, session.begin():
+        with self._reading("look up a photo") as session:
             return session.scalar(query.limit(1)) is not None
 
     def generation(self) -> int:
         """The database's change counter (bumped by every add/remove); mainly for tests and diagnostics."""
         self._check_open()
-        with db.translated(self.db_path, "read the generation"), Session(self._engine) as session:
-            with session.begin():
-                return _read_generation(session)
+        with self._reading("read the generation") as session:
+            return _read_generation(session)
 
     def search(self, vectors: np.ndarray, k: int = 5) -> list[list[Match]]:
         """For each query row: up to ``k`` people at their best face, nearest first; only this model's faces.
 
         ``vectors`` is (n, dim) (or one (dim,) row, answered as a list of one); rows are L2-normalised here.
+        Candidates come from the (approximate) index; their distances are computed from the exact stored vectors.
         """
         self._check_open()
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -252,27 +291,58 @@ class Gallery:
         queries = unit_rows(vectors, self.dim, what="query vectors")
         if queries.shape[0] == 0:
             return []
-        return self._current_index().search(queries, int(k))
+        loaded = self._loaded if self._loaded is not None else self._current_index()
+        results = self._search_in(loaded, queries, int(k), check_generation=True)
+        if results is None:    # the database moved on since our index was loaded: catch up, then answer
+            results = self._search_in(self._current_index(), queries, int(k), check_generation=False)
+        assert results is not None
+        return results
+
+    def _search_in(self, loaded: Loaded, queries: np.ndarray, k: int, *,
+                   check_generation: bool) -> list[list[Match]] | None:
+        """Candidates from ``loaded``, re-ranked with exact vectors; None when ``check_generation`` finds that the
+        database is no longer at ``loaded``'s generation (checked in the same transaction as the vectors' read,
+        so one search costs one round trip)."""
+        total = loaded.live
+        results: list[list[Match]] = [[] for _ in range(len(queries))]
+        want = min(total, max(_WIDEN * k, _MIN_CANDIDATES))
+        pending = list(range(len(queries))) if total else []
+        with self._reading("search the gallery") as session:
+            if check_generation and _read_generation(session) != loaded.generation:
+                return None
+            while pending:
+                _, ids = index.search(loaded.ivf, queries[pending], want)
+                rows = self._face_rows(session, np.unique(ids[ids >= 0]))
+                still_short = []
+                for row, id_row in zip(pending, ids):
+                    results[row] = _best_people(queries[row], id_row, rows, k)
+                    exhausted = bool((id_row < 0).any())
+                    if len(results[row]) < k and want < total and not exhausted:
+                        still_short.append(row)
+                pending = still_short
+                want = min(total, want * _WIDEN)
+        return results
 
     def rebuild_index(self) -> None:
-        """Rebuild the FAISS cache from SQLite and write it (atomically) beside the database."""
+        """Rebuild (and retrain) the FAISS cache from the database and write it beside the database."""
         self._check_open()
         self._forget_index()
+        if self.read_only:
+            self._current_index()
+            return
         try:
-            self._rebuild()
+            with self.locked():
+                self._rebuild(self._session())
         except OSError as exc:
             raise GalleryError(f"cannot write the face index in {self.home}: {exc}") from exc
 
     def close(self) -> None:
-        """Write a pending index update (best effort: it is only a cache) and release the database."""
+        """Release the database (the cache is always written as changes happen)."""
         if self._closed:
             return
-        try:
-            self._flush_index()
-        finally:
-            self._closed = True
-            self._loaded = None
-            self._engine.dispose()
+        self._closed = True
+        self._loaded = None
+        self._engine.dispose()
 
     def __enter__(self) -> Gallery:
         return self
@@ -291,133 +361,365 @@ class Gallery:
         if self._closed:
             raise GalleryError(f"gallery {self.home} is closed")
 
+    def _check_writable(self, action: str) -> None:
+        self._check_open()
+        if self.read_only:
+            raise GalleryError(f"gallery {self.home} is read-only for this user; cannot {action}")
+
+    def _session(self) -> Session:
+        assert self._tx is not None
+        return self._tx
+
+    @contextmanager
+    def _reading(self, action: str) -> Iterator[Session]:
+        """The held write transaction inside ``locked()``, else a fresh read transaction (one snapshot)."""
+        with db.translated(self.db_path, action):
+            if self._tx is not None:
+                yield self._tx
+                return
+            with Session(self._engine) as session, session.begin():
+                yield session
+
     def _init_schema(self) -> None:
-        """Create missing tables and the meta row under the write lock (two first runs may race)."""
-        with db.translated(self.db_path, "create the schema"), self._writer.begin() as conn:
-            Base.metadata.create_all(conn)
-            conn.execute(
-                sqlite_insert(Meta)
-                .values(id=META_ROW_ID, generation=0, schema_version=SCHEMA_VERSION)
-                .on_conflict_do_nothing()
-            )
-            version = conn.scalar(select(Meta.schema_version).where(Meta.id == META_ROW_ID))
-        if version is None or version > SCHEMA_VERSION:
-            raise GalleryError(
-                f"gallery database {self.db_path} has schema version {version}, newer than this program "
-                f"understands ({SCHEMA_VERSION}); upgrade oneshot"
-            )
+        """Check an existing database is a oneshot gallery of a known schema version; upgrade it if older.
+
+        Only reads unless an upgrade (or, for a server database, the first creation) is needed, so opening takes
+        no write lock.
+        """
+        where = str(self.db_path)
+        with db.translated(self.db_path, "open the gallery"):
+            with self._engine.connect() as conn:
+                present = migrations.tables(conn)
+                current = migrations.version(conn, where) if present else None
+                conn.rollback()
+            if current == migrations.SCHEMA_VERSION:
+                return
+            if current is not None and current > migrations.SCHEMA_VERSION:
+                migrations.upgrade_check(current, where)
+            if self.read_only:
+                raise GalleryError(f"gallery {self.home} is read-only for this user; cannot create or upgrade "
+                                   "the gallery schema")
+            with self._writer.begin() as conn:
+                if migrations.tables(conn):
+                    migrations.upgrade(conn, where)
+                else:
+                    migrations.create(conn)
 
     def _people_query(self) -> Select[tuple[str, int, int, datetime, datetime]]:
-        """Name, faces of this model, faces of other models and timestamps per person (one GROUP BY)."""
-        mine = func.coalesce(func.sum(case((Face.model_id == self.model_id, 1), else_=0)), 0)
-        others = func.count(Face.id) - mine
-        return (
-            select(Person.name, mine, others, Person.created_at, Person.updated_at)
-            .outerjoin(Face, Face.person_id == Person.id)
-            .group_by(Person.id)
-        )
+        """Name, faces of this model, faces of other models and timestamps per person: correlated counts, so a
+        listing streams in name order and one person's lookup reads only their faces."""
+        mine = (select(func.count()).select_from(Face)
+                .where(Face.person_id == Person.id, Face.model_id == self.model_id).scalar_subquery())
+        everything = select(func.count()).select_from(Face).where(Face.person_id == Person.id).scalar_subquery()
+        return select(Person.name, mine, everything - mine, Person.created_at, Person.updated_at)
 
-    def _my_faces(self) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    def _other_models(self) -> Any:
+        """Faces of another model, written as two index ranges (SQLite's planner uses none for ``!=``)."""
+        return or_(Face.model_id < self.model_id, Face.model_id > self.model_id)
+
+    def _mine(self) -> tuple[Any, Any]:
         """Only faces made by this gallery's model (at its dim) are indexed and searched."""
         return Face.model_id == self.model_id, Face.dim == self.dim
 
     def _forget_index(self) -> None:
         self._loaded = None
-        self._dirty = False
 
-    def _current_index(self) -> LoadedIndex:
-        """The index for the current generation: in memory, else from disk if valid, else rebuilt."""
-        with db.translated(self.db_path, "read the gallery"), Session(self._engine) as session, session.begin():
+    def _face_rows(self, session: Session, ids: np.ndarray) -> dict[int, tuple[str, np.ndarray]]:
+        """Name and exact vector of each face id that still exists (ids removed meanwhile are simply absent)."""
+        out: dict[int, tuple[str, np.ndarray]] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = [int(i) for i in ids[start:start + _CHUNK]]
+            query = (select(Face.id, Person.name, Face.vector).join(Person, Face.person_id == Person.id)
+                     .where(Face.id.in_(chunk), *self._mine()))
+            for face_id, name, blob in session.execute(query):
+                vector = from_blob(blob, self.dim)
+                if vector is not None:
+                    out[int(face_id)] = (name, vector)
+        return out
+
+    def _current_index(self) -> Loaded:
+        """The index for the current generation: in memory, else from the cache files, else reconciled/rebuilt."""
+        with self._reading("read the gallery") as session:
             generation = _read_generation(session)
-            if self._loaded is not None and self._loaded.generation == generation:
-                return self._loaded
-            names = dict(
-                session.execute(
-                    select(Face.id, Person.name).join(Person).where(*self._my_faces())
-                ).all()
-            )
-        cached = index.load(self.home, index.CacheKey(generation, self.model_id, self.dim, len(names)))
-        if cached is not None and _ids_of(cached) == set(names):
-            self._loaded = LoadedIndex(cached, generation, names)
-            self._dirty = False
+        if self._loaded is not None and self._loaded.generation == generation:
+            return self._loaded
+        loaded = self._cache.load()
+        if loaded is not None and loaded.generation == generation:
+            self._loaded = loaded
+            return loaded
+        if self.read_only:
+            with self._reading("read the gallery") as session:
+                self._loaded = self._build(session, save=False)
             return self._loaded
         try:
-            return self._rebuild()
+            with self.locked():
+                session = self._session()
+                if loaded is None or self._cache.meta() != loaded.meta:
+                    loaded = self._cache.load()   # another process changed the files meanwhile
+                self._loaded = self._sync(session, _read_generation(session), loaded)
         except OSError:
-            # Only the cache file could not be written; the rebuilt index is in memory and correct.
-            assert self._loaded is not None
-            return self._loaded
-
-    def _rebuild(self) -> LoadedIndex:
-        """Build from SQLite and save, holding the write lock so the file matches the database exactly.
-
-        The in-memory index is set before saving, so an OSError from the save leaves a usable index.
-        """
-        with db.translated(self.db_path, "rebuild the face index"), Session(self._writer) as session:
-            with session.begin():
-                generation = _read_generation(session)
-                rows = session.execute(
-                    select(Face.id, Face.vector, Person.name).join(Person).where(*self._my_faces()).order_by(Face.id)
-                ).all()
-                ids, vectors, names = [], [], {}
-                for face_id, blob, name in rows:
-                    vector = from_blob(blob, self.dim)
-                    if vector is None:
-                        continue  # damaged row: leave it out rather than fail every search
-                    ids.append(face_id)
-                    vectors.append(vector)
-                    names[face_id] = name
-                matrix = np.stack(vectors) if vectors else np.zeros((0, self.dim), np.float32)
-                built = index.build(self.dim, np.asarray(ids, dtype=np.int64), matrix)
-                self._loaded = LoadedIndex(built, generation, names)
-                self._dirty = True  # until saved; close() retries a failed save
-                index.save(self.home, built, index.CacheKey(generation, self.model_id, self.dim, len(ids)))
-                self._dirty = False
+            # Only the cache could not be written; build in memory from the database.
+            with self._reading("read the gallery") as session:
+                self._loaded = self._build(session, save=False)
         return self._loaded
 
-    def _flush_index(self) -> None:
-        """Write the incrementally updated index, unless the database moved on (then it is stale: drop it)."""
-        loaded = self._loaded
-        if not self._dirty or loaded is None:
-            return
+    def _cache_change(self, session: Session, before: int, generation: int, *,
+                      added: tuple[np.ndarray, np.ndarray] | None = None, removed: np.ndarray | None = None,
+                      people_delta: int = 0) -> None:
+        """Apply one change (database at ``before`` → ``generation``, uncommitted, lock held) to the cache files
+        and the in-memory index; reconcile first when the cache is not at ``before``. Cache write failures
+        (a full disk) are not the enrolment's failure: the cache is invalidated and rebuilt later."""
+        self._cache_touched = True
         try:
-            with Session(self._writer) as session, session.begin():
-                if _read_generation(session) == loaded.generation:
-                    key = index.CacheKey(loaded.generation, self.model_id, self.dim, int(loaded.index.ntotal))
-                    index.save(self.home, loaded.index, key)
-            self._dirty = False
-        except (GalleryError, SQLAlchemyError, OSError):
-            pass  # a missing or stale cache is detected and rebuilt by the next user
+            meta = self._cache.meta()
+            if meta is None or meta.generation != before:
+                self._loaded = self._sync(session, generation, self._cache.load())
+                return
+            if added is not None and len(added[0]):
+                ids, vectors = added
+                encoder = self._cache.encoder(meta)
+                if encoder is None or int(ids.min()) <= self._last_id(meta):
+                    self._loaded = self._sync(session, generation, None)
+                    return
+                codes = index.encode(encoder, vectors)
+                meta = self._cache.append(meta, ids, codes, generation, meta.people + people_delta)
+                if self._loaded is not None and self._loaded.generation == before:
+                    index.fill(self._loaded.ivf, ids, codes)
+            if removed is not None:
+                meta = self._cache.erase(meta, removed, generation, meta.people + people_delta)
+                if self._loaded is not None and self._loaded.generation == before:
+                    index.remove(self._loaded.ivf, removed)
+            if self._loaded is not None and self._loaded.generation == before:
+                self._loaded.meta = meta
+            else:
+                self._loaded = None
+            if index.needs_retraining(meta.nlist, meta.trained_for, meta.live):
+                self._loaded = self._rebuild(session)
+        except OSError:
+            self._forget_index()
+            self._quietly(self._cache.discard_meta)
+
+    def _last_id(self, meta: cache_files.Meta) -> int:
+        """The largest face id ever cached (the slots file is sorted by id; erased records keep theirs)."""
+        slots = self._cache.slots(meta) if meta.records else None
+        return int(slots["id"][meta.records - 1]) if slots is not None and len(slots) else -1
+
+    def _sync(self, session: Session, generation: int, loaded: Loaded | None) -> Loaded:
+        """Bring a cache of another generation up to ``generation`` (lock held): erase ids the database no longer
+        has, append ids it gained; rebuild when that is impossible or the index needs retraining."""
+        self._cache_touched = True
+        self._clean_temp()
+        if loaded is None:
+            return self._rebuild(session)
+        meta = loaded.meta
+        cached = self._cache.live_ids(meta)
+        truth = np.array(session.scalars(select(Face.id).where(*self._mine()).order_by(Face.id)).all(),
+                         dtype=np.int64)
+        if cached is None:
+            return self._rebuild(session)
+        gone = np.setdiff1d(cached, truth, assume_unique=True)
+        new = np.setdiff1d(truth, cached, assume_unique=True)
+        people = self._count_people(session)
+        if len(new) and int(new.min()) <= self._last_id(meta):
+            return self._rebuild(session)
+        if index.needs_retraining(meta.nlist, meta.trained_for, len(truth)):
+            return self._rebuild(session)
+        encoder = self._cache.encoder(meta)
+        if encoder is None:
+            return self._rebuild(session)
+        if len(gone):
+            meta = self._cache.erase(meta, gone, generation, people)
+            index.remove(loaded.ivf, gone)
+        for start in range(0, len(new), _CHUNK):
+            ids, vectors = self._vectors(session, new[start:start + _CHUNK])
+            codes = index.encode(encoder, vectors)
+            meta = self._cache.append(meta, ids, codes, generation, people)
+            index.fill(loaded.ivf, ids, codes)
+        meta = replace(meta, generation=generation, people=people)
+        self._cache.write_meta(meta)
+        loaded.meta = meta
+        return loaded
+
+    def _vectors(self, session: Session, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = session.execute(select(Face.id, Face.vector).where(Face.id.in_([int(i) for i in ids]))
+                               .order_by(Face.id)).all()
+        return self._decode(rows)
+
+    def _decode(self, rows: Any) -> tuple[np.ndarray, np.ndarray]:
+        ids, vectors = [], []
+        for face_id, blob in rows:
+            vector = from_blob(blob, self.dim)
+            if vector is not None:       # damaged row: leave it out rather than fail every search
+                ids.append(int(face_id))
+                vectors.append(vector)
+        matrix = np.stack(vectors) if vectors else np.zeros((0, self.dim), np.float32)
+        return np.asarray(ids, dtype=np.int64), matrix
+
+    def _count_people(self, session: Session) -> int:
+        query = select(func.count(func.distinct(Face.person_id))).where(*self._mine())
+        return int(session.scalar(query) or 0)
+
+    def _build(self, session: Session, *, save: bool) -> Loaded:
+        """Train an index for every face of this model and fill it, streaming vectors in chunks; write the three
+        cache files when ``save`` (lock held)."""
+        count = int(session.scalar(select(func.count()).select_from(Face).where(*self._mine())) or 0)
+        nlist = index.lists_for(count)
+        step = max(1, count // max(1, index.train_sample_size(nlist)))
+        sample_rows = session.execute(
+            select(Face.id, Face.vector).where(*self._mine(), Face.id % step == 0).limit(
+                index.train_sample_size(nlist) * 2)
+        ).all() if nlist > 1 else []
+        _, sample = self._decode(sample_rows)
+        if nlist > 1 and len(sample) < nlist:
+            nlist = 1
+        ivf = index.train(self.dim, sample, nlist)
+        encoder = index.deserialize(index.serialize(ivf), self.dim)
+        all_ids, all_codes = [], []
+        query = select(Face.id, Face.vector).where(*self._mine()).order_by(Face.id)
+        result = session.execute(query.execution_options(yield_per=_CHUNK))
+        for chunk in result.partitions(_CHUNK):
+            ids, vectors = self._decode(chunk)
+            all_ids.append(ids)
+            all_codes.append(index.encode(encoder, vectors))
+        ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)
+        codes = np.concatenate(all_codes) if all_codes else np.zeros((0, int(ivf.sa_code_size())), np.uint8)
+        del all_codes
+        people = self._count_people(session)
+        generation = _read_generation(session)
+        if save:
+            meta = self._cache.write_full(ivf, ids, codes, generation, people, trained_for=len(ids))
+        else:
+            meta = cache_files.Meta(cache_files.FORMAT, self.model_id, self.dim, generation, len(ids), len(ids),
+                                    people, int(ivf.nlist), len(ids), int(ivf.sa_code_size()), "memory")
+        index.fill(ivf, ids, codes)
+        return Loaded(ivf, meta)
+
+    def _rebuild(self, session: Session) -> Loaded:
+        """Build from the database and replace the cache files (lock held); leftovers of crashed writes go too."""
+        self._clean_temp()
+        self._loaded = self._build(session, save=True)
+        return self._loaded
+
+    def _clean_temp(self) -> None:
+        """Delete temporary cache files crashed writes left in the home (lock held, and every cache write holds
+        it, so none is in use): they may hold codes of people erased since. (A new database is made in a
+        ``.gallery.sqlite3.*.tmp`` file without the lock, but holds only the empty schema: those are left alone.)"""
+        cache_files.clean_temp(self.home, cache_files.TEMP_PREFIXES)
+
+    def _after_erasure(self) -> None:
+        """Best-effort: make freed database space hold no trace (PostgreSQL: VACUUM the two tables)."""
+        if db.is_sqlite(self._engine):
+            return
+        with db.translated(self.db_path, "vacuum after erasure"), self._engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.exec_driver_sql("VACUUM FULL faces")
+            conn.exec_driver_sql("VACUUM FULL people")
+
+    @staticmethod
+    def _quietly(action: Any) -> None:
+        try:
+            action()
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
 
-def _prepare_home(home: Path) -> None:
-    """Create the home directory (private to the user) and prove we can create files in it."""
-    try:
-        home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=home)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise GalleryError(f"gallery home {home} is not a writable directory: {exc.strerror or exc}") from exc
+def check_home(home: Path | str) -> Path:
+    """The gallery home as a Path, refusing ``""`` (it would silently mean the current directory) and an existing
+    path that is not a directory (a regular file looks like an empty gallery otherwise)."""
+    if isinstance(home, str) and not home.strip():
+        raise GalleryError("gallery home is an empty path; give a directory")
+    path = Path(home)
+    if path.exists() and not path.is_dir():
+        raise GalleryError(f"gallery home {path} exists but is not a directory")
+    return path
 
 
-def _create_private_file(path: Path) -> None:
-    """Create an empty database file readable only by its owner (SQLite would use the umask, often 0644)."""
+def _writable(directory: Path, file: Path | None) -> bool:
+    """Whether this process can create files in ``directory`` (creating it if missing) and write ``file``."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     except FileExistsError:
-        return
+        raise GalleryError(f"gallery home {directory} exists but is not a directory") from None
+    except OSError as exc:
+        raise GalleryError(f"gallery home {directory} cannot be created: {exc.strerror or exc}") from exc
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return False
+    return file is None or not file.exists() or os.access(file, os.W_OK)
+
+
+def _create_sqlite(path: Path, read_only: bool) -> bool:
+    """Create a new gallery database atomically (schema in a temp file, then a hard link to the final name), so
+    an empty or half-made database never appears under ``path``. False when it already existed."""
+    if path.exists():
+        return False
+    if read_only:
+        raise GalleryError(f"cannot create gallery database {path}: the directory is read-only for this user")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o600)
     except OSError as exc:
         raise GalleryError(f"cannot create gallery database {path}: {exc.strerror or exc}") from exc
-    os.close(fd)
+    try:
+        os.unlink(tmp)   # SQLite must find no file (an empty one is what check_file refuses)
+        conn = sqlite3.connect(tmp)
+        try:
+            # 1 KB vectors fill 4 KB pages badly (3 rows and ~0.5 KB unused each); 16 KB pages waste ~5x less
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+            conn.execute("PRAGMA journal_mode=DELETE")
+            conn.execute("VACUUM")   # page_size takes effect on an empty database once it is written
+            conn.close()
+            os.chmod(tmp, 0o600)
+            engine = db.make_engine(f"sqlite:///{tmp}")
+            try:
+                with db.writer(engine).begin() as sa_conn:
+                    migrations.create(sa_conn)
+            finally:
+                engine.dispose()
+        finally:
+            conn.close()
+        try:
+            os.link(tmp, path)
+            created = True
+        except FileExistsError:
+            created = False   # another process created it meanwhile: use theirs
+        cache_files.fsync_dir(path.parent)
+        return created
+    except (OSError, sqlite3.Error, SQLAlchemyError) as exc:
+        raise GalleryError(f"cannot create gallery database {path}: {db.one_line(exc)}") from exc
+    finally:
+        for leftover in (tmp, tmp + "-journal"):
+            try:
+                os.unlink(leftover)
+            except OSError:
+                pass
+
+
+def _redacted(url: str) -> str:
+    """A database URL without its password, for messages."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 def _person_info(name: str, faces: int, others: int, created: datetime, updated: datetime) -> PersonInfo:
     return PersonInfo(name=name, faces=int(faces), created_at=created, updated_at=updated,
                       other_model_faces=int(others))
+
+
+def _best_people(query: np.ndarray, id_row: np.ndarray, rows: dict[int, tuple[str, np.ndarray]],
+                 k: int) -> list[Match]:
+    """Exact distance of each candidate face, each person at their best face, the nearest ``k`` people."""
+    found = [(int(i), *rows[int(i)]) for i in id_row if int(i) in rows]
+    if not found:
+        return []
+    ips = np.stack([vector for _, _, vector in found]) @ query
+    best: dict[str, Match] = {}
+    for (face_id, name, _), distance in zip(found, ip_to_distance(ips)):
+        if name not in best or distance < best[name].distance:
+            best[name] = Match(name=name, distance=float(distance), face_id=face_id)
+    return sorted(best.values(), key=lambda m: (m.distance, m.name))[:k]
 
 
 def _check_name(name: str) -> None:
@@ -446,10 +748,3 @@ def _bump_generation(session: Session) -> int:
     if generation is None:
         raise GalleryError(_NO_META.format(session.get_bind().url.database))
     return int(generation)
-
-
-def _ids_of(faiss_index: object) -> set[int]:
-    """Face ids held by an IndexIDMap (checked against the database so a same-generation impostor is rejected)."""
-    import faiss  # noqa: PLC0415 - lazy; only reached after index.load already imported it
-
-    return set(faiss.vector_to_array(faiss_index.id_map).tolist())  # type: ignore[attr-defined]

@@ -5,6 +5,10 @@ cases — photos without a face, ties, thresholds tuned to a strangers-named rat
 """
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 import math
 
 import numpy as np
@@ -152,3 +156,18 @@ def test_real_photos_operating_points_tie_thresholds_across_systems() -> None:
     assert reference_point["threshold"] == 1.0 and reference_point["named_correctly"] == 1.0
     assert report["oneshot"]["at_dlib_0.6_strangers_named"]["threshold"] == pytest.approx(0.9)
     assert report["dlib"]["rank1"] == 1.0 and report["dlib"]["face_found"] == pytest.approx(5 / 6)
+
+
+def test_gallery_scale_prints_the_issues_keys(tmp_path: Path) -> None:
+    """`python -m benchmarks.gallery_scale --people N --json` end to end at a small N (synthetic vectors, so it
+    needs no dataset): one JSON object with every key issue 32 names, and exact recall below the IVF size."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gallery_scale", "--people", "3000", "--json",
+                           "--synthetic", "--home", str(tmp_path / "g")], cwd=root, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    for key in ("people", "search_p50_ms", "search_p99_ms", "recall_at_1", "enrol_ms", "remove_ms", "open_ms",
+                "peak_rss_mb", "disk_bytes_per_person"):
+        assert key in result, key
+    assert result["people"] == 3000 and result["recall_at_1"] == 1.0 and result["real_vectors"] == 0

@@ -527,7 +527,7 @@ def test_unexpected_exception_exits_3(fake: FakeEngine, home: Path, monkeypatch:
     def broken(self: service.OneShot) -> list[Any]:
         raise KeyError("oops")
 
-    monkeypatch.setattr(service.OneShot, "people", broken)
+    monkeypatch.setattr(service.OneShot, "iter_people", broken)
     code, _, err = run("list")
     assert code == 3 and "internal error: KeyError" in one_error_line(err) and "--debug" in err
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gallery import DB_FILE, INDEX_FILE, META_FILE, Gallery, GalleryError, Match, PersonInfo, UnknownPerson
+from gallery import DB_FILE, INDEX_FILE, META_FILE, SLOTS_FILE, Gallery, GalleryError, Match, PersonInfo, UnknownPerson
 from gallery.vectors import unit_rows
+from gallery import index
 
 DIM = 32
 MODEL = "model-a"
@@ -149,7 +150,7 @@ def test_generation_bumps_once_per_change(home: Path, rng: np.random.Generator) 
         g.remove_person("a")
         assert g.generation() == start + 3
     meta = json.loads((home / META_FILE).read_text())
-    assert meta["generation"] == start + 3 and meta["count"] == 0
+    assert meta["generation"] == start + 3 and meta["live"] == 0
 
 
 @pytest.mark.parametrize(
@@ -207,7 +208,7 @@ def _bad_json(path: Path) -> None:
 
 def _wrong_count(path: Path) -> None:
     meta = json.loads(path.read_text())
-    meta["count"] += 1
+    meta["live"] += 1
     path.write_text(json.dumps(meta))
 
 
@@ -228,9 +229,12 @@ def _wrong_dim(path: Path) -> None:
         (META_FILE, _bad_json),
         (META_FILE, _wrong_count),
         (META_FILE, _wrong_dim),
+        (SLOTS_FILE, Path.unlink),
+        (SLOTS_FILE, _truncate),
+        (SLOTS_FILE, _garbage),
     ],
     ids=["faiss-missing", "json-missing", "faiss-garbage", "faiss-truncated", "json-garbage", "json-bad",
-         "count-mismatch", "dim-mismatch"],
+         "count-mismatch", "dim-mismatch", "slots-missing", "slots-truncated", "slots-garbage"],
 )
 def test_damaged_or_missing_index_is_rebuilt_silently(
     home: Path, rng: np.random.Generator, target: str, damage: Callable[[Path], object]
@@ -246,8 +250,8 @@ def test_damaged_or_missing_index_is_rebuilt_silently(
     with Gallery(home, MODEL, DIM) as g:  # a fresh instance must go to disk, find the damage, rebuild
         assert answers(g, queries) == before
     meta = json.loads((home / META_FILE).read_text())
-    assert meta["count"] == len(people) + 1 and meta["dim"] == DIM and meta["model_id"] == MODEL
-    assert sorted(p.name for p in home.iterdir()) == sorted([DB_FILE, INDEX_FILE, META_FILE])  # no temp files
+    assert meta["live"] == len(people) + 1 and meta["dim"] == DIM and meta["model_id"] == MODEL
+    assert sorted(p.name for p in home.iterdir()) == sorted([DB_FILE, INDEX_FILE, META_FILE, SLOTS_FILE])
 
 
 def test_valid_index_on_disk_is_reused(home: Path, rng: np.random.Generator) -> None:
@@ -309,15 +313,15 @@ def test_other_models_faces_are_never_returned(home: Path, rng: np.random.Genera
         assert c.search(unit(rng, 1, DIM * 2)) == [[]]
 
 
-def test_close_writes_pending_index_and_closed_gallery_refuses(home: Path, rng: np.random.Generator) -> None:
+def test_cache_is_written_with_each_change_and_closed_gallery_refuses(home: Path, rng: np.random.Generator) -> None:
     g = Gallery(home, MODEL, DIM)
     g.search(unit(rng))  # builds (empty) index
-    enrol_crowd(g, rng, n=3)  # incremental updates, written lazily
+    enrol_crowd(g, rng, n=3)  # incremental updates, appended to the slots file as they happen
     generation = g.generation()
+    meta = json.loads((home / META_FILE).read_text())
+    assert meta["generation"] == generation and meta["live"] == 3
     g.close()
     g.close()  # idempotent
-    meta = json.loads((home / META_FILE).read_text())
-    assert meta["generation"] == generation and meta["count"] == 3
     with pytest.raises(GalleryError, match="closed"):
         g.search(unit(rng))
 
@@ -376,12 +380,19 @@ def _all_bytes(home: Path) -> dict[Path, bytes]:
     return files
 
 
+def _code(vector: np.ndarray) -> bytes:
+    """The 8-bit code the cache stores for a unit vector (the quantiser range is fixed, so this is exact)."""
+    ivf = index.train(len(vector), np.zeros((0, len(vector)), np.float32), 1)
+    return index.encode(ivf, unit_rows(vector, len(vector)))[0, 1:].tobytes()
+
+
 def _traces(name: str, vectors: np.ndarray, shas: list[str]) -> list[bytes]:
-    """Every byte pattern the person could leave behind: name, vectors (as given and as stored), 16-byte slices."""
+    """Every byte pattern the person could leave behind: name, vectors (as given and as stored), their cache codes,
+    and 16-byte slices of each."""
     patterns = [name.encode("utf-8")] + [s.encode() for s in shas]
     for raw in vectors.astype(np.float32):
-        for stored in (raw, unit_rows(raw, raw.shape[0])[0]):
-            blob = stored.astype("<f4").tobytes()
+        for blob in (raw.astype("<f4").tobytes(), unit_rows(raw, raw.shape[0])[0].astype("<f4").tobytes(),
+                     _code(raw)):
             patterns.append(blob)
             patterns += [blob[i : i + 16] for i in range(0, len(blob) - 15, 16)]
     return patterns
@@ -410,8 +421,9 @@ def test_erasure_leaves_no_trace_in_any_file(home: Path, rng: np.random.Generato
     files = _all_bytes(home)
     blob = b"".join(files.values())
     assert name.encode() in files[home / DB_FILE]
-    assert all(t in blob for t in traces)
-    assert unit_rows(mine[0], DIM)[0].astype("<f4").tobytes() in files[home / INDEX_FILE]
+    assert all(t in blob for t in _traces(name, mine, shas))  # model-b's codes: the cache is model-a's now
+    assert unit_rows(mine_b[0], DIM)[0].astype("<f4").tobytes() in files[home / DB_FILE]
+    assert _code(mine[0]) in files[home / SLOTS_FILE]
 
     assert g.remove_person(name) == 4
     b.close()  # must not write back its stale in-memory index with the erased vector
@@ -489,7 +501,9 @@ def test_add_face_can_drop_the_persons_other_model_faces(home: Path, rng: np.ran
         g.rebuild_index()  # the cache on disk now holds the old model's vectors
     old_blobs = [unit_rows(v, DIM)[0].astype("<f4").tobytes() for v in old["bob"]]
     files = _all_bytes(home)  # positive control: the scan below does see them while they are stored
-    assert all(blob in files[home / DB_FILE] and blob in files[home / INDEX_FILE] for blob in old_blobs)
+    assert all(blob in files[home / DB_FILE] for blob in old_blobs)
+    assert all(_code(v) in files[home / SLOTS_FILE] for v in old["bob"])
+    old_blobs += [_code(v) for v in old["bob"]]
     new = unit(rng)[0]
     with Gallery(home, MODEL, DIM) as g:
         before = g.generation()

@@ -1,0 +1,301 @@
+"""The on-disk FAISS cache beside the database, updated in place: a change touches a few bytes, never the whole file.
+
+Three files in the gallery home (each host keeps its own, even when the truth is a shared PostgreSQL):
+
+* ``index.faiss`` - the *empty* trained index (list centroids, quantiser): a few MB, rewritten only on (re)training;
+* ``index.slots`` - one fixed-size record per face ever cached: face id (int64), live flag, code (``index.encode``).
+  Enrolment appends records; removal overwrites the person's records with zeros *in place* (their code was a
+  rounding of their vector, so it is erased like the database row), keeping the id so the file stays sorted by id
+  and a face is found by binary search without reading the file. When most records are dead the file is
+  compacted (rewritten without them, atomically);
+* ``index.json`` - generation, model, dim, record and live counts, people count, training parameters: rewritten
+  atomically (a few hundred bytes) after every change.
+
+Every change is written while the database's write lock is held, before the commit, and only when ``index.json``
+still describes the database state just before the change; otherwise the cache is first reconciled with the
+database (see ``gallery.store``). A reader therefore trusts the cache when its generation equals the database's,
+and anything else (missing, damaged, other model, stale) means "reconcile or rebuild", never "fail".
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gallery import index
+
+INDEX_FILE = "index.faiss"
+SLOTS_FILE = "index.slots"
+META_FILE = "index.json"
+FORMAT = 2
+# Temporary files our atomic writes create (``.<name>.<random>.tmp``); a crash can leave one behind.
+TEMP_PREFIXES = tuple(f".{name}." for name in (INDEX_FILE, SLOTS_FILE, META_FILE))
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What index.json records; ``records`` counts slots (live and erased), ``live`` the faces searchable."""
+
+    format: int
+    model_id: str
+    dim: int
+    generation: int
+    records: int
+    live: int
+    people: int
+    nlist: int
+    trained_for: int
+    code_size: int
+    trained_id: str
+
+
+@dataclass
+class Loaded:
+    """The searchable in-memory index of one database generation, and how many people it holds (the N of τ(N))."""
+
+    ivf: Any
+    meta: Meta
+
+    @property
+    def generation(self) -> int:
+        return self.meta.generation
+
+    @property
+    def people(self) -> int:
+        return self.meta.people
+
+    @property
+    def live(self) -> int:
+        return self.meta.live
+
+
+def record_dtype(code_size: int) -> np.dtype:
+    return np.dtype([("id", "<i8"), ("live", "u1"), ("code", "u1", (code_size,))])
+
+
+class DiskCache:
+    """The three cache files of one home, for one model and dim. Not thread-safe; callers hold the DB write lock
+    for every method that writes."""
+
+    def __init__(self, home: Path, model_id: str, dim: int) -> None:
+        self.home = home
+        self.model_id = model_id
+        self.dim = dim
+        self._encoder: Any | None = None
+        self._encoder_id: str | None = None
+
+    # -- reading ----------------------------------------------------------------------------------------------
+
+    def meta(self) -> Meta | None:
+        """index.json if it is ours, for this model and dim, and consistent with the slots file's size."""
+        try:
+            raw = json.loads((self.home / META_FILE).read_bytes())
+            meta = Meta(**raw)
+            size = (self.home / SLOTS_FILE).stat().st_size
+        except (OSError, ValueError, TypeError):
+            return None
+        if meta.format != FORMAT or meta.model_id != self.model_id or meta.dim != self.dim:
+            return None
+        if size < meta.records * record_dtype(meta.code_size).itemsize or not 0 <= meta.live <= meta.records:
+            return None
+        return meta
+
+    def encoder(self, meta: Meta) -> Any | None:
+        """The trained empty index named by ``meta`` (memoised), or None when index.faiss does not match it."""
+        if self._encoder is not None and self._encoder_id == meta.trained_id:
+            return self._encoder
+        try:
+            blob = (self.home / INDEX_FILE).read_bytes()
+        except OSError:
+            return None
+        ivf = index.deserialize(blob, self.dim)
+        if ivf is None or int(ivf.nlist) != meta.nlist or int(ivf.sa_code_size()) != meta.code_size:
+            return None
+        self._encoder, self._encoder_id = ivf, meta.trained_id
+        return ivf
+
+    def load(self) -> Loaded | None:
+        """The whole cache as a searchable index (codes copied from a memory map of the slots file), or None."""
+        meta = self.meta()
+        if meta is None:
+            return None
+        try:
+            blob = (self.home / INDEX_FILE).read_bytes()
+        except OSError:
+            return None
+        ivf = index.deserialize(blob, self.dim)
+        if ivf is None or int(ivf.nlist) != meta.nlist or int(ivf.sa_code_size()) != meta.code_size:
+            return None
+        slots = self.slots(meta)
+        if slots is None:
+            return None
+        live = slots["live"] == 1
+        if int(live.sum()) != meta.live:
+            return None
+        index.fill(ivf, np.asarray(slots["id"][live]), np.asarray(slots["code"][live]))
+        del slots
+        return Loaded(ivf, meta)
+
+    def live_ids(self, meta: Meta) -> np.ndarray | None:
+        """Face ids of the live records, ascending (used to reconcile with the database)."""
+        slots = self.slots(meta)
+        if slots is None:
+            return None
+        return np.asarray(slots["id"][slots["live"] == 1])
+
+    def slots(self, meta: Meta) -> np.ndarray | None:
+        """A read-only memory map of the ``meta.records`` records (nothing is read until touched), or None."""
+        if meta.records == 0:
+            return np.zeros(0, record_dtype(meta.code_size))
+        try:
+            return np.memmap(self.home / SLOTS_FILE, dtype=record_dtype(meta.code_size), mode="r",
+                             shape=(meta.records,))
+        except (OSError, ValueError):
+            return None
+
+    # -- writing (caller holds the database write lock) ---------------------------------------------------------
+
+    def write_full(self, ivf: Any, ids: np.ndarray, codes: np.ndarray, generation: int, people: int,
+                   trained_for: int) -> Meta:
+        """Replace all three files: a fresh training and every face (ids ascending)."""
+        meta = Meta(FORMAT, self.model_id, self.dim, generation, len(ids), len(ids), people, int(ivf.nlist),
+                    trained_for, int(ivf.sa_code_size()), uuid.uuid4().hex)
+        records = np.zeros(len(ids), record_dtype(meta.code_size))
+        records["id"], records["live"], records["code"] = ids, 1, codes
+        self.discard_meta()   # readers never see a new index.faiss with an old index.json
+        atomic_write(self.home / SLOTS_FILE, memoryview(records.view(np.uint8).reshape(-1)))
+        atomic_write(self.home / INDEX_FILE, memoryview(index.serialize(ivf)))
+        self.write_meta(meta)
+        self._encoder, self._encoder_id = None, None
+        return meta
+
+    def append(self, meta: Meta, ids: np.ndarray, codes: np.ndarray, generation: int, people: int) -> Meta:
+        """Add records for new faces (ids larger than any cached) at the end of the slots file."""
+        records = np.zeros(len(ids), record_dtype(meta.code_size))
+        records["id"], records["live"], records["code"] = ids, 1, codes
+        with open(self.home / SLOTS_FILE, "r+b") as fh:
+            fh.truncate(meta.records * records.dtype.itemsize)   # drop records a crash left beyond the json
+            fh.seek(0, os.SEEK_END)
+            fh.write(records.tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        new = replace(meta, generation=generation, records=meta.records + len(ids), live=meta.live + len(ids),
+                      people=people)
+        self.write_meta(new)
+        return new
+
+    def erase(self, meta: Meta, ids: np.ndarray, generation: int, people: int) -> Meta:
+        """Overwrite the records of ``ids`` with zeros (id kept, live 0) in place and fsync; compact when most
+        records are dead. Ids not cached are ignored."""
+        dtype = record_dtype(meta.code_size)
+        slots = self.slots(meta)
+        if slots is None:
+            raise OSError(f"cannot read {self.home / SLOTS_FILE}")
+        column = slots["id"]
+        positions = np.searchsorted(column, ids)
+        hits = [(int(p), int(face_id)) for p, face_id in zip(positions, ids)
+                if p < meta.records and int(column[p]) == int(face_id) and slots["live"][p]]
+        del slots, column
+        erased = len(hits)
+        if hits:
+            with open(self.home / SLOTS_FILE, "r+b") as fh:
+                for position, face_id in hits:
+                    blank = np.zeros(1, dtype)
+                    blank["id"] = face_id   # kept so the file stays sorted; live 0, code all zeros
+                    fh.seek(position * dtype.itemsize)
+                    fh.write(blank.tobytes())
+                fh.flush()
+                os.fsync(fh.fileno())
+        new = replace(meta, generation=generation, live=meta.live - erased, people=people)
+        if new.records > 1000 and new.live * 2 < new.records:
+            new = self._compact(new)
+        self.write_meta(new)
+        return new
+
+    def _compact(self, meta: Meta) -> Meta:
+        slots = self.slots(meta)
+        assert slots is not None
+        kept = np.array(slots[slots["live"] == 1])
+        del slots
+        atomic_write(self.home / SLOTS_FILE, memoryview(kept.view(np.uint8).reshape(-1)))
+        return replace(meta, records=len(kept))
+
+    def write_meta(self, meta: Meta) -> None:
+        atomic_write(self.home / META_FILE, (json.dumps(asdict(meta), sort_keys=True) + "\n").encode())
+
+    def discard_meta(self) -> None:
+        """Make the cache invalid (the next user reconciles or rebuilds); the files themselves stay."""
+        try:
+            (self.home / META_FILE).unlink()
+        except FileNotFoundError:
+            pass
+
+    def discard(self) -> None:
+        """Delete every cache file (a failed rewrite must not leave stale vectors behind)."""
+        for name in (META_FILE, SLOTS_FILE, INDEX_FILE):
+            try:
+                (self.home / name).unlink()
+            except FileNotFoundError:
+                pass
+        self._encoder, self._encoder_id = None, None
+
+    def clean_temp(self) -> None:
+        """Delete temporary files a crashed write left behind: they may hold codes of people since erased."""
+        clean_temp(self.home, TEMP_PREFIXES)
+
+
+def clean_temp(home: Path, prefixes: tuple[str, ...]) -> None:
+    """Unlink ``home``'s ``<prefix>*.tmp`` files (only called under the write lock, so none is in use)."""
+    try:
+        names = os.listdir(home)
+    except OSError:
+        return
+    for name in names:
+        if name.endswith(".tmp") and name.startswith(prefixes):
+            try:
+                os.unlink(home / name)
+            except OSError:
+                pass
+
+
+def atomic_write(path: Path, data: bytes | memoryview) -> None:
+    """Replace ``path`` with ``data`` so readers see the old or the new file, never a partial one.
+
+    Temp file in the same directory (so os.replace is a rename on one filesystem), fsync before the rename, then
+    fsync the directory so the rename itself survives a power cut. The temp file is removed on any failure; one a
+    crash leaves behind is removed by ``clean_temp`` at the next write.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Best-effort directory fsync (not supported on every platform/filesystem)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
