@@ -110,6 +110,13 @@ class DiskCache:
         """The trained empty index named by ``meta`` (memoised), or None when index.faiss does not match it."""
         if self._encoder is not None and self._encoder_id == meta.trained_id:
             return self._encoder
+        ivf = self._read_trained(meta)
+        if ivf is not None:
+            self._encoder, self._encoder_id = ivf, meta.trained_id
+        return ivf
+
+    def _read_trained(self, meta: Meta) -> Any | None:
+        """index.faiss as a fresh trained empty index, or None when it is unreadable or does not match ``meta``."""
         try:
             blob = (self.home / INDEX_FILE).read_bytes()
         except OSError:
@@ -117,7 +124,6 @@ class DiskCache:
         ivf = index.deserialize(blob, self.dim)
         if ivf is None or int(ivf.nlist) != meta.nlist or int(ivf.sa_code_size()) != meta.code_size:
             return None
-        self._encoder, self._encoder_id = ivf, meta.trained_id
         return ivf
 
     def load(self) -> Loaded | None:
@@ -125,12 +131,8 @@ class DiskCache:
         meta = self.meta()
         if meta is None:
             return None
-        try:
-            blob = (self.home / INDEX_FILE).read_bytes()
-        except OSError:
-            return None
-        ivf = index.deserialize(blob, self.dim)
-        if ivf is None or int(ivf.nlist) != meta.nlist or int(ivf.sa_code_size()) != meta.code_size:
+        ivf = self._read_trained(meta)
+        if ivf is None:
             return None
         slots = self.slots(meta)
         if slots is None:
