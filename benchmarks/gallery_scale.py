@@ -87,6 +87,7 @@ def build(home: Path, people: int, seed: int, synthetic: bool = False) -> dict[s
 
     from gallery import Gallery
     from gallery.schema import META_ROW_ID, Face, Meta, Person, utcnow
+    from gallery.vectors import STORED, from_blob, to_blob
 
     rng = np.random.default_rng(seed)
     real, real_names, queries, truth = _real(seed, synthetic)
@@ -106,11 +107,13 @@ def build(home: Path, people: int, seed: int, synthetic: bool = False) -> dict[s
                 conn.execute(insert(Person), [{"id": i, "name": n, "created_at": now, "updated_at": now}
                                               for i, n in zip(ids, names)])
                 conn.execute(insert(Face), [{"id": i, "person_id": i, "model_id": MODEL, "dim": DIM,
-                                             "vector": v.astype("<f4").tobytes(), "photo_sha256": os.urandom(32).hex(),
+                                             "vector": to_blob(v), "photo_sha256": os.urandom(32).hex(),
                                              "created_at": now} for i, v in zip(ids, vectors)])
                 conn.execute(update(Meta).where(Meta.id == META_ROW_ID).values(generation=Meta.generation + 1))
             if len(queries):
-                ips = queries @ vectors.T
+                stored = vectors.astype(STORED).astype(np.float32)      # what exact search over the truth sees
+                stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+                ips = queries @ stored.T
                 top = ips.argmax(axis=1)
                 better = ips[np.arange(len(queries)), top] > best_ip
                 best_ip[better] = ips[np.arange(len(queries)), top][better]
@@ -131,7 +134,7 @@ def build(home: Path, people: int, seed: int, synthetic: bool = False) -> dict[s
         queries = next(_distractors(real, QUERIES, rng))
         with Gallery(home, MODEL, DIM) as gallery:
             rows = gallery._writer.connect().execute(select(Face.id, Person.name, Face.vector).join(Person)).all()
-        vectors = np.stack([np.frombuffer(v, "<f4") for _, _, v in rows])
+        vectors = np.stack([from_blob(v, DIM) for _, _, v in rows])
         ips = queries @ vectors.T
         best_ip, best_name = ips.max(axis=1), np.array([rows[i][1] for i in ips.argmax(axis=1)], dtype=object)
     np.savez(home / "bench_queries.npz", queries=queries, truth=np.array(truth + [""] * (len(queries) - len(truth))),

@@ -2,13 +2,13 @@
 index.
 
 One structure serves every gallery size: an inverted-file index (``IndexIVFScalarQuantizer``) over 8-bit codes of the
-unit vectors (256 bytes for the 256-d model, a quarter of the float32 truth in the database). Below ``EXACT_BELOW``
+unit vectors (256 bytes for the 256-d model, half the float16 truth in the database). Below ``EXACT_BELOW``
 faces it has a single list, so every query scans every face: exact search over the codes. From ``EXACT_BELOW`` on it
 has about ``4·√n`` lists (trained by spherical k-means on a sample) and a query scans as many of them as fit in
 ``SCAN_BUDGET`` codes (all of them up to ~460k faces, a little under half at 1M: see ``SCAN_BUDGET``). The codes
-only *propose* candidates: the store re-ranks them with the exact float32 vectors from the database, so reported
-distances are exact and the 8-bit rounding can only matter for a candidate far down the list. Measurements behind
-``EXACT_BELOW`` and ``SCAN_BUDGET``: docs/GALLERY.md and benchmarks/results/gallery_scale_*.json.
+only *propose* candidates: the store re-ranks them with the stored vectors from the database, so reported
+distances are those of the truth and the 8-bit rounding can only matter for a candidate far down the list.
+Measurements behind ``EXACT_BELOW`` and ``SCAN_BUDGET``: docs/GALLERY.md and benchmarks/results/gallery_scale_*.json.
 
 The quantiser range is fixed ([-1, 1] per component, the range of any unit vector's components), so a code never
 depends on other people's vectors and can be computed by any process from the small trained ``index.faiss`` alone.

@@ -70,7 +70,7 @@ class Face(Base):
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
     model_id: Mapped[str] = mapped_column(String(128), index=True)
     dim: Mapped[int] = mapped_column(Integer)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)  # unit-norm little-endian float32, dim * 4 bytes
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # unit-norm little-endian float16, dim * 2 bytes (float32 from earlier versions)
     photo_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

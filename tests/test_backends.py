@@ -22,6 +22,7 @@ import pytest
 
 from enroll.service import OneShot
 from gallery import DB_FILE, INDEX_FILE, Gallery
+from gallery.vectors import to_blob, unit_rows
 from tests.test_cli import ALICE, BOB, FakeEngine, fake, photo, run  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,7 +180,7 @@ def test_erasure_reaches_the_database_files(backend: tuple[str, str | None], tmp
     with Gallery(tmp_path / "host", "m", DIM, db_url=url) as g:
         g.add_face("keeper", _unit(rng)[0], _sha(1))
         g.add_face(name, vector, _sha(0xE0))
-        needles = [name.encode(), vector.astype("<f4").tobytes(), _sha(0xE0).encode()]
+        needles = [name.encode(), to_blob(unit_rows(vector, DIM)[0]), _sha(0xE0).encode()]
         assert all(n in _database_bytes(kind, url) for n in needles)   # positive control
         g.remove_person(name)
     stored = _database_bytes(kind, url)

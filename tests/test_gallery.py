@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from gallery import DB_FILE, INDEX_FILE, META_FILE, SLOTS_FILE, Gallery, GalleryError, Match, PersonInfo, UnknownPerson
-from gallery.vectors import unit_rows
+from gallery.vectors import to_blob, unit_rows
 from gallery import index
 
 DIM = 32
@@ -387,12 +387,11 @@ def _code(vector: np.ndarray) -> bytes:
 
 
 def _traces(name: str, vectors: np.ndarray, shas: list[str]) -> list[bytes]:
-    """Every byte pattern the person could leave behind: name, vectors (as given and as stored), their cache codes,
-    and 16-byte slices of each."""
+    """Every byte pattern the person could leave behind: name, vectors (as stored), their cache codes, and 16-byte
+    slices of each."""
     patterns = [name.encode("utf-8")] + [s.encode() for s in shas]
     for raw in vectors.astype(np.float32):
-        for blob in (raw.astype("<f4").tobytes(), unit_rows(raw, raw.shape[0])[0].astype("<f4").tobytes(),
-                     _code(raw)):
+        for blob in (to_blob(unit_rows(raw, raw.shape[0])[0]), _code(raw)):
             patterns.append(blob)
             patterns += [blob[i : i + 16] for i in range(0, len(blob) - 15, 16)]
     return patterns
@@ -422,7 +421,7 @@ def test_erasure_leaves_no_trace_in_any_file(home: Path, rng: np.random.Generato
     blob = b"".join(files.values())
     assert name.encode() in files[home / DB_FILE]
     assert all(t in blob for t in _traces(name, mine, shas))  # model-b's codes: the cache is model-a's now
-    assert unit_rows(mine_b[0], DIM)[0].astype("<f4").tobytes() in files[home / DB_FILE]
+    assert to_blob(unit_rows(mine_b[0], DIM)[0]) in files[home / DB_FILE]
     assert _code(mine[0]) in files[home / SLOTS_FILE]
 
     assert g.remove_person(name) == 4
@@ -499,7 +498,7 @@ def test_add_face_can_drop_the_persons_other_model_faces(home: Path, rng: np.ran
     old = _old_and_new(home, rng)
     with Gallery(home, "old", DIM) as g:
         g.rebuild_index()  # the cache on disk now holds the old model's vectors
-    old_blobs = [unit_rows(v, DIM)[0].astype("<f4").tobytes() for v in old["bob"]]
+    old_blobs = [to_blob(unit_rows(v, DIM)[0]) for v in old["bob"]]
     files = _all_bytes(home)  # positive control: the scan below does see them while they are stored
     assert all(blob in files[home / DB_FILE] for blob in old_blobs)
     assert all(_code(v) in files[home / SLOTS_FILE] for v in old["bob"])
@@ -521,3 +520,36 @@ def test_add_face_can_drop_the_persons_other_model_faces(home: Path, rng: np.ran
     assert [model for model, _ in rows] == [MODEL]
     for path, content in _all_bytes(home).items():  # secure_delete zeroed them; the index was rewritten
         assert not any(blob in content for blob in old_blobs), f"an old vector of bob is left in {path.name}"
+
+
+# ---------------------------------------------------------------------------------------------- stored precision
+
+
+def test_vectors_are_stored_as_float16_and_distances_stay_within_a_thousandth(home: Path,
+                                                                              rng: np.random.Generator) -> None:
+    enrolled, probe = unit(rng)[0], None
+    probe = near(rng, enrolled, 0.3)
+    with Gallery(home, MODEL, DIM) as g:
+        g.add_face("ann", enrolled, sha(1))
+        found = g.search(probe)[0][0]
+    with sqlite3.connect(home / DB_FILE) as db:
+        (blob,) = db.execute("SELECT vector FROM faces").fetchone()
+    assert len(blob) == DIM * 2
+    exact = float(np.linalg.norm(probe / np.linalg.norm(probe) - enrolled))
+    assert found.name == "ann" and abs(found.distance - exact) < 1e-3
+
+
+def test_a_gallery_written_with_float32_vectors_stays_readable(home: Path, rng: np.random.Generator) -> None:
+    ann, bob = unit(rng, 2)
+    with Gallery(home, MODEL, DIM) as g:
+        g.add_face("ann", ann, sha(1))
+        g.add_face("bob", bob, sha(2))
+    with sqlite3.connect(home / DB_FILE) as db:   # as an earlier version wrote them
+        for face_id, blob in db.execute("SELECT id, vector FROM faces").fetchall():
+            wide = np.frombuffer(blob, "<f2").astype("<f4")
+            db.execute("UPDATE faces SET vector = ? WHERE id = ?", (wide.tobytes(), face_id))
+    for name in (INDEX_FILE, SLOTS_FILE, META_FILE):
+        (home / name).unlink(missing_ok=True)     # the cache is rebuilt from the float32 truth
+    with Gallery(home, MODEL, DIM) as g:
+        assert [m.name for m in g.search(near(rng, bob, 0.05))[0]][0] == "bob"
+        assert g.search(ann)[0][0].distance < 1e-3

@@ -31,7 +31,10 @@ def old_vector(seed: int) -> np.ndarray:
 
 
 def blob(v: np.ndarray) -> bytes:
-    return v.astype("<f4").tobytes()
+    """The vector as the gallery stores it."""
+    from gallery.vectors import to_blob, unit_rows
+
+    return to_blob(unit_rows(v, len(v))[0])
 
 
 @pytest.fixture()
