@@ -100,18 +100,11 @@ class Globals:
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output: one JSON object per line.")]
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("oneshot")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def _show_version(value: bool) -> None:
     if value:
-        print(f"oneshot {_version()}")
+        from enroll.version import installed_version
+
+        print(f"oneshot {installed_version()}")
         raise typer.Exit(EXIT_OK)
 
 

@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from enroll.gate import Gate
+from enroll.version import installed_version
 from enroll.workers import Workers
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ def create_app(config: ServeConfig, *, engine: "Engine | None" = None, workers: 
             state.pop("workers", None)
             pool.close()
 
-    app = FastAPI(title="oneshot", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = FastAPI(title="oneshot", version=installed_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=(__doc__ or "").split("\n\n")[0])
 
     async def read(job: "Callable[[OneShot], Any]") -> Any:
@@ -221,7 +222,7 @@ def create_app(config: ServeConfig, *, engine: "Engine | None" = None, workers: 
 
     @app.get("/healthz", summary="Liveness: the models are loaded and the service answers")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "version": _version()}
+        return {"status": "ok", "version": installed_version()}
 
     @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -359,15 +360,6 @@ def _form_schema(fields: dict[str, str], *, required: list[str], repeated: str |
 
 def _static(name: str) -> bytes:
     return resources.files("enroll").joinpath("static", name).read_bytes()
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("oneshot")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _url_host(host: str) -> str:

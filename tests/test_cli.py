@@ -533,8 +533,10 @@ def test_unexpected_exception_exits_3(fake: FakeEngine, home: Path, monkeypatch:
 
 
 def test_version() -> None:
+    from enroll.version import installed_version
+
     code, out, _ = run("--version")
-    assert code == 0 and out.strip() == f"oneshot {cli._version()}"
+    assert code == 0 and out.strip() == f"oneshot {installed_version()}"
     assert re.fullmatch(r"oneshot (\d+(\.\d+)*\S*|unknown)", out.strip())
     assert "--version" in run("--help")[1]
 
