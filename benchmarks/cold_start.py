@@ -19,9 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.machine import cpu_name
+from benchmarks.machine import RESULTS, cpu_name, write_result
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def timed(cmd: list[str], env: dict[str, str], runs: int, ok_codes: tuple[int, ...]) -> float:
@@ -64,9 +63,7 @@ def main() -> None:
             "identify_s": timed([exe, "identify", str(photo)], env, args.runs, (0, 1)),  # 1: unknown
         }
     print(json.dumps(results, indent=1))
-    out = ROOT / "benchmarks" / "results" / "cold_start.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    write_result(RESULTS / "cold_start.json", results)
 
 
 if __name__ == "__main__":

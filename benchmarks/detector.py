@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results" / "detector.json"
+from benchmarks.machine import RESULTS, cpu_name, write_result
+
+DEFAULT_OUT = RESULTS / "detector.json"
 MARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lfw-every", type=int, default=5, help="every n-th LFW photo (13,233 in all)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     root = data_root()
@@ -103,14 +105,9 @@ def main(argv: list[str] | None = None) -> None:
         all_faces.setdefault(row["path"], []).append(np.array([float(row[k]) for k in ("x1", "y1", "x2", "y2")]))
     result = {"celeba_wild": measure(root / "celeba-wild", 1, all_faces),
               "lfw": measure(root / "lfw", args.lfw_every, None)}
-    try:
-        from benchmarks.machine import cpu_name
-
-        result["machine"] = cpu_name()
-    except ImportError:
-        pass
+    result["machine"] = cpu_name()
     print(json.dumps(result, indent=1))
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.machine import cpu_name
+from benchmarks.machine import cpu_name, write_result
 from tests.test_end_to_end import choose_people
 
 RESULTS = Path(__file__).resolve().parent / "results" / "end_to_end.json"
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
                                for r, p in zip(unknown, strangers) if r["name"] is not None],
     }
     print(json.dumps(result, indent=1))
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(out, result)
 
 
 if __name__ == "__main__":

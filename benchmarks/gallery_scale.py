@@ -32,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
-MODEL = "7ad4751b25cc4766"   # the shipped model's id (only a label here)
+from benchmarks.machine import RESULTS, cpu_name, load_average, write_result
+
+MODEL = "gallery-scale"   # the galleries' model label (the vectors' model is in the result's model_id)
 DIM = 256
 CHUNK = 50_000
 QUERIES = 1000
@@ -220,6 +222,8 @@ def measure(home: Path, people: int, seed: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import embedder
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, required=True, help="gallery size N")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -229,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--synthetic", action="store_true",
                         help="synthetic vectors only (no datasets needed; small N only: the exact answers are "
                              "computed in memory)")
+    parser.add_argument("--out", type=Path, help="results file (default benchmarks/results/gallery_scale_N.json; "
+                                                 "none with --synthetic)")
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.build_only:
@@ -237,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     home = args.home or Path(tempfile.mkdtemp(prefix="gallery_scale.")) / "home"
     if home.exists() and any(home.iterdir()):
         sys.exit(f"{home} is not empty; give a new directory (it is filled, and deleted unless --keep)")
+    load_before = load_average()
     try:
         home.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
@@ -246,10 +253,15 @@ def main(argv: list[str] | None = None) -> None:
                                check=True, capture_output=True, text=True)
         built = json.loads(child.stdout.strip().splitlines()[-1])
         built["build_s"] = round(time.perf_counter() - t, 1)
-        result = {**measure(home, args.people, args.seed), **built, "cpus": os.cpu_count()}
+        result = {**measure(home, args.people, args.seed), **built, "cpus": os.cpu_count(),
+                  "model_id": embedder.model_id(), "machine": cpu_name(), "load_average_before": load_before,
+                  "load_average_after": load_average()}
     finally:
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)
+    out = args.out or (None if args.synthetic else RESULTS / f"gallery_scale_{args.people}.json")
+    if out is not None:
+        write_result(out, result)
     if args.json:
         print(json.dumps(result))
     else:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 import time
@@ -43,14 +42,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.machine import cpu_name
+from benchmarks.machine import RESULTS, cpu_name, write_result
 from benchmarks.open_set import (
     named_at_fpir, nearest, one_shot_split, outcomes, pair_distances, rank1, tar_at_far, ten_fold_accuracy,
 )
 from train.data_paths import data_root
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "lfw.json"
+DEFAULT_OUT = RESULTS / "lfw.json"
 DLIB_CACHE = ROOT / "cache" / "dlib_lfw.npy"
 DLIB_FOUND_CACHE = ROOT / "cache" / "dlib_lfw_found.npy"
 LANDMARK_COLUMNS = ("left_eye_x", "left_eye_y", "right_eye_x", "right_eye_y", "nose_x", "nose_y",
@@ -372,8 +371,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     out = args.out if args.out is not None else (DEFAULT_OUT if full else None)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=1) + "\n")
+        write_result(out, results)
     print_table(results)
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 import tempfile
@@ -47,14 +46,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.machine import cpu_name
+from benchmarks.machine import RESULTS, cpu_name, write_result
 from benchmarks.open_set import (
     Split, every_third_stranger, named_at_fpir, nearest, one_shot_split, outcomes, rank1,
 )
 from train.data_paths import data_root
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "real_photos.json"
+DEFAULT_OUT = RESULTS / "real_photos.json"
 FPIRS = (0.01, 0.05)
 
 
@@ -305,8 +304,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     out = args.out if args.out is not None else (None if args.limit else DEFAULT_OUT)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1) + "\n")
+        write_result(out, report)
     print_table(report)
 
 

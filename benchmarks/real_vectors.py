@@ -2,8 +2,9 @@
 
 Each photo is aligned from its dataset's landmarks.csv (MTCNN landmarks, see ../shared/datasets/README.md) rather
 than the product's detector: the gallery benchmark measures search, not the face finder, and this keeps the embedding
-of ~15k photos to a few minutes on two cores. The vectors are cached (``cache/real_vectors.npz``, git-ignored)
-because embedding is by far the slowest part of ``benchmarks.gallery_scale``.
+of ~15k photos to a few minutes on two cores. The vectors are cached (``cache/real_vectors.npz``, git-ignored, with
+the id of the model that made them: another model's cache is embedded again) because embedding is by far the
+slowest part of ``benchmarks.gallery_scale``.
 
     python -m benchmarks.real_vectors            # embed (or load the cache) and print how many
 """
@@ -11,23 +12,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-CACHE = Path("cache") / "real_vectors.npz"
+from train.data_paths import REPO_ROOT, data_root
+
+CACHE = REPO_ROOT / "cache" / "real_vectors.npz"
 FOLDERS = ("lfw", "celeba-wild")
 _BATCH = 64
-
-
-def data_root() -> Path | None:
-    """$ONESHOT_DATA, else ../shared/datasets beside the checkout; None when neither exists."""
-    env = os.environ.get("ONESHOT_DATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-    return root if root.is_dir() else None
 
 
 def _rows(folder: Path) -> list[tuple[str, str, tuple[tuple[float, float], ...]]]:
@@ -65,16 +60,20 @@ def embed_all(root: Path, limit: int | None = None) -> tuple[np.ndarray, np.ndar
 
 
 def load(refresh: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
-    """Cached real vectors, embedding them first if needed; None when the datasets are absent."""
+    """Cached real vectors of the shipped model, embedding them first if needed; None when the datasets are absent."""
+    import embedder
+
+    model = embedder.model_id()
     if CACHE.exists() and not refresh:
         data = np.load(CACHE)
-        return data["vectors"], data["identities"]
+        if "model_id" in data and str(data["model_id"]) == model:
+            return data["vectors"], data["identities"]
     root = data_root()
     if root is None:
         return None
     vectors, identities = embed_all(root)
     CACHE.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(CACHE, vectors=vectors, identities=identities)
+    np.savez(CACHE, vectors=vectors, identities=identities, model_id=model)
     return vectors, identities
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.machine import cpu_name
+from benchmarks.machine import cpu_name, load_average, write_result
 from benchmarks.speed import camera_photos
 from train.data_paths import data_root
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
 
     photos = camera_photos(20)
     people = lfw_first_photos(args.people)
-    load_before = os.getloadavg()
+    load_before = load_average()
     port = free_port()
     exe = [str(Path(sys.executable).parent / "oneshot")]
     if not Path(exe[0]).exists():
@@ -176,12 +176,11 @@ def main(argv: list[str] | None = None) -> None:
         "memory_after_enrolment": idle,
         "memory_after_runs": memory,
         "target_p50_ms_one_client": 60,
-        "load_average_before": [round(v, 2) for v in load_before],
-        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
         "note": args.note,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(args.out, result)
     print(json.dumps(result, indent=1))
 
 

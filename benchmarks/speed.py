@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.machine import cpu_name
+from benchmarks.machine import cpu_name, write_result
 from train.data_paths import data_root
 
 RESULTS = Path(__file__).resolve().parent / "results" / "speed.json"
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
               "weights_mb": round(sum((WEIGHTS_DIR / f).stat().st_size
                                       for f in ("detector.pt", "landmarks.pt", "embedder.pt")) / 2**20, 2)}
     print(json.dumps(result, indent=1))
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from embedder.photo import PhotoBytes
     from embedder.types import Face
-    from gallery import Gallery, Match, PersonInfo, StaleFaces
+    from gallery import Gallery, PersonInfo, StaleFaces
 
 DB_FILENAME = "gallery.sqlite3"
 # Photos embedded in one network call and stored in one transaction by a bulk enrolment.

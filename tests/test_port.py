@@ -17,7 +17,6 @@ from torch import nn
 
 from embedder.detector import DETECTOR_WEIGHTS, LANDMARK_WEIGHTS, landmark_region
 from embedder.layers import bgr_tensor
-from embedder.api import EMBEDDER_WEIGHTS
 from tests.data import teachers, wild_rows
 from train.convert_openvino import DETECTOR, EMBEDDER, LANDMARKS, port, read_constants, state_dict_from_ir
 

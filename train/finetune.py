@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from embedder.layers import bgr_tensor
-from embedder.model import FaceEmbeddingNet, embed
+from embedder.model import FaceEmbeddingNet
 from train.convert_openvino import EMBEDDER, port
 from train.data_paths import teachers_root
 from train.evaluate import PairTable
