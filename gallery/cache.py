@@ -233,19 +233,7 @@ class DiskCache:
 
     def discard_meta(self) -> None:
         """Make the cache invalid (the next user reconciles or rebuilds); the files themselves stay."""
-        try:
-            (self.home / META_FILE).unlink()
-        except FileNotFoundError:
-            pass
-
-    def discard(self) -> None:
-        """Delete every cache file (a failed rewrite must not leave stale vectors behind)."""
-        for name in (META_FILE, SLOTS_FILE, INDEX_FILE):
-            try:
-                (self.home / name).unlink()
-            except FileNotFoundError:
-                pass
-        self._encoder, self._encoder_id = None, None
+        (self.home / META_FILE).unlink(missing_ok=True)
 
     def clean_temp(self) -> None:
         """Delete temporary files a crashed write left behind: they may hold codes of people since erased."""
