@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--p", type=int, default=64, help="people per batch")
     parser.add_argument("--k", type=int, default=4, help="photos per person")
     parser.add_argument("--relatives", type=float, default=0.5, help="share of each batch drawn as FIW families")
+    parser.add_argument("--real-share", type=float, default=0.0,
+                        help="share of each batch's people drawn from those with whole photos (celeba-wild)")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--eval-every", type=int, default=100)
@@ -143,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
         step = saved["step"]
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, args.steps) / args.steps)), last_epoch=step - 1)
-    sampler = PKSampler(train_set.labels, train_set.groups, args.p, args.k, args.seed + step, args.relatives)
+    sampler = PKSampler(train_set.labels, train_set.groups, args.p, args.k, args.seed + step, args.relatives,
+                        train_set.real, args.real_share)
     rng = np.random.default_rng(args.seed + step)
 
     def checkpoint() -> None:
