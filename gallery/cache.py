@@ -3,7 +3,9 @@
 Three files in the gallery home (each host keeps its own, even when the truth is a shared PostgreSQL):
 
 * ``index.faiss`` - the *empty* trained index (list centroids, quantiser): a few MB, rewritten only on (re)training;
-* ``index.slots`` - one fixed-size record per face ever cached: face id (int64), live flag, code (``index.encode``).
+* ``index.slots`` - one fixed-size record per face ever cached: face id (int64), live flag, code (``index.encode``:
+  the index's code and, for big galleries, the 8-bit code that re-scores a query's shortlist, read from this file
+  through a memory map).
   Enrolment appends records; removal overwrites the person's records with zeros *in place* (their code was a
   rounding of their vector, so it is erased like the database row), keeping the id so the file stays sorted by id
   and a face is found by binary search without reading the file. When most records are dead the file is
@@ -33,7 +35,8 @@ from gallery import index
 INDEX_FILE = "index.faiss"
 SLOTS_FILE = "index.slots"
 META_FILE = "index.json"
-FORMAT = 2
+FORMAT = 3
+LOAD_CHUNK = 65_536    # records copied out of the memory map at a time when opening
 # Temporary files our atomic writes create (``.<name>.<random>.tmp``); a crash can leave one behind.
 TEMP_PREFIXES = tuple(f".{name}." for name in (INDEX_FILE, SLOTS_FILE, META_FILE))
 
@@ -57,10 +60,14 @@ class Meta:
 
 @dataclass
 class Loaded:
-    """The searchable in-memory index of one database generation, and how many people it holds (the N of τ(N))."""
+    """The searchable in-memory index of one database generation, how many people it holds (the N of τ(N)), and
+    the records the 8-bit re-scoring reads (the slots file's memory map, or the records themselves when the cache
+    could not be written), with their ids in a contiguous copy for binary search."""
 
     ivf: Any
     meta: Meta
+    records: np.ndarray
+    record_ids: np.ndarray
 
     @property
     def generation(self) -> int:
@@ -73,6 +80,41 @@ class Loaded:
     @property
     def live(self) -> int:
         return self.meta.live
+
+    def search(self, queries: np.ndarray, want: int) -> np.ndarray:
+        """Candidate face ids (``index.search``), re-scored with the records' 8-bit codes."""
+        return index.search(self.ivf, queries, want, self._eight_bit)
+
+    def _eight_bit(self, ids: np.ndarray) -> np.ndarray:
+        positions = np.searchsorted(self.record_ids, ids)
+        return index.rescoring_codes(self.ivf, self.records[positions]["code"])
+
+    def appended(self, cache: DiskCache, meta: Meta, ids: np.ndarray, codes: np.ndarray) -> None:
+        """Follow ``cache.append``: the new faces become searchable and their records readable."""
+        index.fill(self.ivf, ids, codes)
+        self.record_ids = np.concatenate([self.record_ids, ids.astype(np.int64)])
+        self._remap(cache, meta)
+
+    def erased(self, cache: DiskCache, meta: Meta, ids: np.ndarray) -> None:
+        """Follow ``cache.erase``: it zeroed the records in place (seen through the map) or compacted the file."""
+        index.remove(self.ivf, ids)
+        if meta.records != len(self.record_ids):
+            slots = cache.slots(meta)
+            self.record_ids = np.array(slots["id"]) if slots is not None else self.record_ids
+        self._remap(cache, meta)
+
+    def _remap(self, cache: DiskCache, meta: Meta) -> None:
+        records = cache.slots(meta)
+        if records is None or len(records) != len(self.record_ids):
+            raise OSError(f"cannot read {cache.home / SLOTS_FILE}")
+        self.meta, self.records = meta, records
+
+
+def records_of(ids: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Live records in memory, as the slots file would hold them (for a gallery whose cache cannot be written)."""
+    records = np.zeros(len(ids), record_dtype(codes.shape[1]))
+    records["id"], records["live"], records["code"] = ids, 1, codes
+    return records
 
 
 def record_dtype(code_size: int) -> np.dtype:
@@ -122,12 +164,13 @@ class DiskCache:
         except OSError:
             return None
         ivf = index.deserialize(blob, self.dim)
-        if ivf is None or int(ivf.nlist) != meta.nlist or int(ivf.sa_code_size()) != meta.code_size:
+        if ivf is None or int(ivf.nlist) != meta.nlist or index.code_size(ivf) != meta.code_size:
             return None
         return ivf
 
     def load(self) -> Loaded | None:
-        """The whole cache as a searchable index (codes copied from a memory map of the slots file), or None."""
+        """The whole cache as a searchable index (codes copied from a memory map of the slots file a chunk at a
+        time), or None."""
         meta = self.meta()
         if meta is None:
             return None
@@ -137,12 +180,17 @@ class DiskCache:
         slots = self.slots(meta)
         if slots is None:
             return None
-        live = slots["live"] == 1
-        if int(live.sum()) != meta.live:
+        live, ids = 0, []
+        index_part = int(ivf.sa_code_size())
+        for start in range(0, meta.records, LOAD_CHUNK):
+            chunk = np.asarray(slots[start:start + LOAD_CHUNK])
+            alive = chunk["live"] == 1
+            live += int(alive.sum())
+            index.fill(ivf, chunk["id"][alive], chunk["code"][alive][:, :index_part])
+            ids.append(chunk["id"].copy())
+        if live != meta.live:
             return None
-        index.fill(ivf, np.asarray(slots["id"][live]), np.asarray(slots["code"][live]))
-        del slots
-        return Loaded(ivf, meta)
+        return Loaded(ivf, meta, slots, np.concatenate(ids) if ids else np.zeros(0, np.int64))
 
     def live_ids(self, meta: Meta) -> np.ndarray | None:
         """Face ids of the live records, ascending (used to reconcile with the database)."""
@@ -167,9 +215,8 @@ class DiskCache:
                    trained_for: int) -> Meta:
         """Replace all three files: a fresh training and every face (ids ascending)."""
         meta = Meta(FORMAT, self.model_id, self.dim, generation, len(ids), len(ids), people, int(ivf.nlist),
-                    trained_for, int(ivf.sa_code_size()), uuid.uuid4().hex)
-        records = np.zeros(len(ids), record_dtype(meta.code_size))
-        records["id"], records["live"], records["code"] = ids, 1, codes
+                    trained_for, index.code_size(ivf), uuid.uuid4().hex)
+        records = records_of(ids, codes)
         self.discard_meta()   # readers never see a new index.faiss with an old index.json
         atomic_write(self.home / SLOTS_FILE, memoryview(records.view(np.uint8).reshape(-1)))
         atomic_write(self.home / INDEX_FILE, memoryview(index.serialize(ivf)))

@@ -1,17 +1,25 @@
 """The FAISS side of the cache: how big an index to train, how a vector becomes a code, how codes become a searchable
-index.
+index, and how a query finds its candidates.
 
-One structure serves every gallery size: an inverted-file index (``IndexIVFScalarQuantizer``) over 8-bit codes of the
-unit vectors (256 bytes for the 256-d model, half the float16 truth in the database). Below ``EXACT_BELOW``
-faces it has a single list, so every query scans every face: exact search over the codes. From ``EXACT_BELOW`` on it
-has about ``4·√n`` lists (trained by spherical k-means on a sample) and a query scans as many of them as fit in
-``SCAN_BUDGET`` codes (all of them up to ~460k faces, a little under half at 1M: see ``SCAN_BUDGET``). The codes
-only *propose* candidates: the store re-ranks them with the stored vectors from the database, so reported
-distances are those of the truth and the 8-bit rounding can only matter for a candidate far down the list.
-Measurements behind ``EXACT_BELOW`` and ``SCAN_BUDGET``: docs/GALLERY.md and benchmarks/results/gallery_scale_*.json.
+Two structures, chosen by gallery size (``lists_for``):
 
-The quantiser range is fixed ([-1, 1] per component, the range of any unit vector's components), so a code never
-depends on other people's vectors and can be computed by any process from the small trained ``index.faiss`` alone.
+* below ``EXACT_BELOW`` faces: one inverted list of 8-bit codes (``IndexIVFScalarQuantizer``, 256 bytes for the
+  256-d model, half the float16 truth in the database). Every query scans every face: exact search over the codes.
+  Nothing is trained, so a gallery of one person works.
+* from ``EXACT_BELOW`` on: about ``4·√n`` lists (spherical k-means on a sample) of 4-bit product-quantiser codes
+  laid out for SIMD scanning (``IndexIVFPQFastScan``, 64 sub-vectors: 32 bytes a face, an eighth of the 8-bit
+  code). A query scans as many of the nearest lists as fit in ``SCAN_BUDGET`` codes and keeps a ``SHORTLIST``;
+  the shortlist is re-scored with each face's 8-bit code (kept beside the 4-bit one in the cache's slots file,
+  read through a memory map), and the best of those go on as candidates.
+
+Either way the codes only *propose* candidates: the store re-ranks them with the stored vectors from the database,
+so reported distances are those of the truth and quantisation can only matter for a candidate far down the list.
+Measurements behind ``EXACT_BELOW``, ``SCAN_BUDGET`` and ``SHORTLIST``: docs/GALLERY.md and
+benchmarks/results/gallery_scale_*.json.
+
+The 8-bit quantiser's range is fixed ([-1, 1] per component, the range of any unit vector's components), so an
+8-bit code never depends on other people's vectors. A 4-bit code depends on the trained index (its list centroids
+and product-quantiser codebooks, both in the small ``index.faiss``), which every process reads before encoding.
 
 ``faiss`` is imported inside functions: it is slow to import and `list` / `remove` need it late or never.
 Single queries run on one thread (``faiss.omp_set_num_threads(1)`` while searching one row): FAISS's thread pool
@@ -21,29 +29,22 @@ though it halved the median on an idle machine, made p99 40 ms when another proc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 EXACT_BELOW = 20_000          # faces; below this a query compares against every face
-SCAN_BUDGET = 464_000
-"""Codes one query may scan (the nearest lists first): the recall / latency knob, chosen for recall.
-
-Measured at 1M (4096 lists, benchmarks.gallery_scale's data, one core, 2-core machine shared; docs/GALLERY.md):
-recall@1 against exact search 0.932 at 128k codes, 0.973 at 256k, 0.985 at 384k, 0.990 at 448k, 0.993 at 464k,
-0.995 at 480k, 0.997 at 512k; search p50 / p99 about 9 / 10 ms at 464k (3.6 / 4.0 ms at 128k). A miss turns a
-known face into a wrong *unknown* at a door, so this is the smallest budget with some margin over the 0.99 target,
-and p99 lands near its 10 ms limit. Simpler and steadier than the alternatives tried: 8192 lists needed *more*
-time for the same recall (per-list overhead); two threads per query halved the median but made p99 40 ms when the
-other core was busy; stopping once the next centroid is far below the best candidate found (0.4 in inner product)
-scanned a third as much on average, but strangers' photos (22 % of the queries; their nearest face is far) scan
-long and over 1 % of queries reached the cap, so p99 and recall stayed where the cap puts them. The scan reads
-~120 MB of codes per query at 1M; only smaller codes (4-bit, PQ fast-scan) would buy recall and the 2 ms median
-together."""
+SCAN_BUDGET = 400_000
+"""4-bit codes one query may scan (the nearest lists first): the recall / latency knob. Set in docs/GALLERY.md."""
+SHORTLIST = 256
+"""Faces the 4-bit scan proposes for re-scoring with their 8-bit codes (4-bit codes blur near-ties)."""
+PQ_SUBVECTORS = 64            # 4 bits each: 32 bytes a face (fewer when the dimension is not a multiple)
 MAX_LISTS = 4096
 RETRAIN_FACTOR = 4            # retrain when the gallery has grown or shrunk this much since training
 _TRAIN_POINTS_PER_LIST = 32
 _SQ_RANGE = (-1.0, 2.0)       # vmin, vdiff of the uniform 8-bit quantiser: [-1, 1]
+_BLOCK = 32                   # faces per SIMD block of the 4-bit lists (FAISS's bbs)
 
 
 def _faiss() -> Any:
@@ -70,14 +71,30 @@ def needs_retraining(nlist: int, trained_for: int, n: int) -> bool:
     return n > trained_for * RETRAIN_FACTOR or n * RETRAIN_FACTOR < trained_for
 
 
-def empty_index(dim: int, centroids: np.ndarray) -> Any:
-    """An IVF index with the given (nlist, dim) unit centroids, ready to encode and to receive codes."""
-    faiss = _faiss()
-    nlist = int(centroids.shape[0])
-    quantizer = faiss.IndexFlatIP(dim)
+def subvectors(dim: int) -> int:
+    """Product-quantiser sub-vectors for ``dim``: PQ_SUBVECTORS, or the largest divisor of ``dim`` below it."""
+    return max(m for m in range(1, PQ_SUBVECTORS + 1) if dim % m == 0)
+
+
+def is_exact(ivf: Any) -> bool:
+    """One list of 8-bit codes (small galleries) rather than many lists of 4-bit codes."""
+    return int(ivf.nlist) == 1
+
+
+def _quantizer(dim: int, centroids: np.ndarray) -> Any:
+    quantizer = _faiss().IndexFlatIP(dim)
     quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    return quantizer
+
+
+def _exact_index(dim: int) -> Any:
+    """One list of 8-bit codes: its centroid only names the list, every query scans it."""
+    faiss = _faiss()
+    centre = np.zeros((1, dim), np.float32)
+    centre[0, 0] = 1.0
+    quantizer = _quantizer(dim, centre)
     ivf = faiss.IndexIVFScalarQuantizer(
-        quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit_uniform, faiss.METRIC_INNER_PRODUCT, False
+        quantizer, dim, 1, faiss.ScalarQuantizer.QT_8bit_uniform, faiss.METRIC_INNER_PRODUCT, False
     )
     ivf.own_fields = True
     quantizer.this.disown()
@@ -86,23 +103,27 @@ def empty_index(dim: int, centroids: np.ndarray) -> Any:
     return ivf
 
 
-def tune(ivf: Any) -> None:
-    """Scan as many lists as fit in SCAN_BUDGET codes at the index's current size (all of them when small)."""
-    per_list = max(1.0, int(ivf.ntotal) / int(ivf.nlist))
-    ivf.nprobe = int(min(int(ivf.nlist), max(1, math.ceil(SCAN_BUDGET / per_list))))
-
-
 def train(dim: int, sample: np.ndarray, nlist: int, seed: int = 1234) -> Any:
-    """An empty IVF index whose lists are spherical k-means centroids of ``sample`` (unit rows)."""
+    """An empty index for ``nlist`` lists: the exact one, or lists by spherical k-means of ``sample`` (unit rows)
+    with 4-bit product-quantiser codebooks trained on the same sample."""
     if nlist == 1:
-        centre = np.zeros((1, dim), np.float32)
-        centre[0, 0] = 1.0   # one list: the centroid only names the list, every query scans it
-        return empty_index(dim, centre)
+        return _exact_index(dim)
     faiss = _faiss()
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
     kmeans = faiss.Kmeans(dim, nlist, niter=10, spherical=True, seed=seed,
-                          max_points_per_centroid=_TRAIN_POINTS_PER_LIST, verbose=False)
-    kmeans.train(np.ascontiguousarray(sample, dtype=np.float32))
-    return empty_index(dim, kmeans.centroids)
+                          max_points_per_centroid=_TRAIN_POINTS_PER_LIST, min_points_per_centroid=1, verbose=False)
+    kmeans.train(sample)
+    quantizer = _quantizer(dim, kmeans.centroids)
+    ivf = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, subvectors(dim), 4, faiss.METRIC_INNER_PRODUCT,
+                                   _BLOCK)
+    ivf.own_fields = True
+    quantizer.this.disown()
+    ivf.by_residual = False    # codes of the vectors themselves: the 8-bit re-scoring needs no list centroid
+    ivf.cp.seed = seed
+    ivf.pq.cp.seed = seed
+    ivf.pq.cp.min_points_per_centroid = 1   # a small sample only warns; the lists are then coarser, not wrong
+    ivf.train(sample)
+    return ivf
 
 
 def train_sample_size(nlist: int) -> int:
@@ -110,12 +131,28 @@ def train_sample_size(nlist: int) -> int:
     return 1 if nlist == 1 else nlist * _TRAIN_POINTS_PER_LIST
 
 
+def code_size(ivf: Any) -> int:
+    """Bytes of one face's record code (see ``encode``)."""
+    size = int(ivf.sa_code_size())
+    return size if is_exact(ivf) else size + int(ivf.d)
+
+
 def encode(ivf: Any, vectors: np.ndarray) -> np.ndarray:
-    """(n, code_bytes) uint8: each row's list number (little-endian, ``coarse_code_size`` bytes) then its 8-bit
-    code. Any process with the same ``index.faiss`` computes the same bytes."""
+    """(n, code_size) uint8: each row's list number (little-endian, ``coarse_code_size`` bytes), its code in
+    the index (8-bit or 4-bit), and for the 4-bit index its 8-bit code for re-scoring. Any process with the same
+    ``index.faiss`` computes the same bytes."""
     if len(vectors) == 0:
-        return np.zeros((0, int(ivf.sa_code_size())), np.uint8)
-    return ivf.sa_encode(np.ascontiguousarray(vectors, dtype=np.float32))
+        return np.zeros((0, code_size(ivf)), np.uint8)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    codes = ivf.sa_encode(vectors)
+    return codes if is_exact(ivf) else np.concatenate([codes, eight_bit(vectors)], axis=1)
+
+
+def eight_bit(vectors: np.ndarray) -> np.ndarray:
+    """Each component of [-1, 1] rounded to one of 256 levels (monotonic, so the inner product with a query ranks
+    faces as the vectors would, up to rounding)."""
+    vmin, vdiff = _SQ_RANGE
+    return np.clip(np.rint((vectors - vmin) / vdiff * 255), 0, 255).astype(np.uint8)
 
 
 def list_numbers(ivf: Any, codes: np.ndarray) -> np.ndarray:
@@ -127,26 +164,48 @@ def list_numbers(ivf: Any, codes: np.ndarray) -> np.ndarray:
     return out
 
 
+def rescoring_codes(ivf: Any, codes: np.ndarray) -> np.ndarray:
+    """The 8-bit part of record codes (the whole index code for the exact index)."""
+    return codes[:, int(ivf.coarse_code_size()):] if is_exact(ivf) else codes[:, int(ivf.sa_code_size()):]
+
+
 def fill(ivf: Any, ids: np.ndarray, codes: np.ndarray) -> None:
-    """Add coded rows to ``ivf``'s lists directly (no re-encoding): the fast path of opening a big gallery."""
+    """Add coded rows (record codes, ``encode``) to ``ivf``'s lists directly, without re-encoding: the fast path
+    of opening a big gallery and of an enrolment."""
     if len(ids) == 0:
         return
     faiss = _faiss()
     width = int(ivf.coarse_code_size())
+    end = int(ivf.sa_code_size())
     lists = list_numbers(ivf, codes)
     order = np.argsort(lists, kind="stable")
     lists = lists[order]
     starts = np.searchsorted(lists, np.arange(ivf.nlist + 1))
+    packer = None if is_exact(ivf) else ivf.get_CodePacker()
     for list_no in range(ivf.nlist):
         lo, hi = int(starts[list_no]), int(starts[list_no + 1])
         if hi == lo:
             continue
         rows = order[lo:hi]
         list_ids = np.ascontiguousarray(ids[rows], dtype=np.int64)
-        list_codes = np.ascontiguousarray(codes[rows, width:])
+        list_codes = np.ascontiguousarray(codes[rows, width:end])
+        if packer is not None:
+            list_codes = _packed(packer, list_codes)
         ivf.invlists.add_entries(list_no, hi - lo, faiss.swig_ptr(list_ids), faiss.swig_ptr(list_codes))
     ivf.ntotal += len(ids)
     tune(ivf)
+
+
+def _packed(packer: Any, flat: np.ndarray) -> np.ndarray:
+    """4-bit codes interleaved in SIMD blocks as the fast-scan lists hold them (the last block zero-padded)."""
+    faiss = _faiss()
+    blocks = -(-len(flat) // packer.nvec)
+    padded = np.zeros((blocks * packer.nvec, packer.code_size), np.uint8)
+    padded[: len(flat)] = flat
+    out = np.zeros(blocks * packer.block_size, np.uint8)
+    for block in range(blocks):
+        packer.pack_all(faiss.swig_ptr(padded[block * packer.nvec:]), faiss.swig_ptr(out[block * packer.block_size:]))
+    return out
 
 
 def remove(ivf: Any, ids: np.ndarray) -> None:
@@ -156,22 +215,43 @@ def remove(ivf: Any, ids: np.ndarray) -> None:
         tune(ivf)
 
 
-def search(ivf: Any, queries: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate inner products and face ids of up to ``want`` candidates per query row (-1: none)."""
+def tune(ivf: Any) -> None:
+    """Scan as many lists as fit in SCAN_BUDGET codes at the index's current size (all of them when small)."""
+    per_list = max(1.0, int(ivf.ntotal) / int(ivf.nlist))
+    ivf.nprobe = int(min(int(ivf.nlist), max(1, math.ceil(SCAN_BUDGET / per_list))))
+
+
+def search(ivf: Any, queries: np.ndarray, want: int,
+           eight_bit_codes: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Face ids of up to ``want`` candidates per query row, best first (-1: none). For the 4-bit index,
+    ``eight_bit_codes(ids)`` returns the 8-bit codes of live face ids, used to re-score the shortlist."""
     faiss = _faiss()
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
     threads = faiss.omp_get_max_threads()
     single = len(queries) == 1
+    exact = is_exact(ivf) or eight_bit_codes is None
     if single:
         faiss.omp_set_num_threads(1)
     try:
-        return ivf.search(np.ascontiguousarray(queries, dtype=np.float32), want)
+        _, ids = ivf.search(queries, want if exact else max(SHORTLIST, 4 * want))
     finally:
         if single:
             faiss.omp_set_num_threads(threads)
+    if exact:
+        return ids
+    out = np.full((len(queries), want), -1, np.int64)
+    for row, (query, shortlist) in enumerate(zip(queries, ids)):
+        shortlist = shortlist[shortlist >= 0]
+        if len(shortlist) == 0:
+            continue
+        scores = eight_bit_codes(shortlist).astype(np.float32) @ query
+        best = np.argsort(-scores, kind="stable")[:want]
+        out[row, : len(best)] = shortlist[best]
+    return out
 
 
 def serialize(ivf: Any) -> np.ndarray:
-    """index.faiss bytes of an *empty* trained index (centroids and quantiser), a few MB at most."""
+    """index.faiss bytes of an *empty* trained index (centroids, codebooks), a few MB at most."""
     return _faiss().serialize_index(ivf)
 
 
@@ -182,7 +262,11 @@ def deserialize(blob: bytes, dim: int) -> Any | None:
         ivf = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
     except (RuntimeError, ValueError, TypeError):
         return None
-    if not isinstance(ivf, faiss.IndexIVFScalarQuantizer) or ivf.d != dim or ivf.ntotal != 0 \
-            or ivf.metric_type != faiss.METRIC_INNER_PRODUCT or ivf.by_residual:
+    if ivf.d != dim or ivf.ntotal != 0 or ivf.metric_type != faiss.METRIC_INNER_PRODUCT or ivf.by_residual:
         return None
-    return ivf
+    if isinstance(ivf, faiss.IndexIVFScalarQuantizer) and ivf.nlist == 1:
+        return ivf
+    if isinstance(ivf, faiss.IndexIVFPQFastScan) and ivf.nlist > 1 and ivf.M == subvectors(dim) \
+            and ivf.nbits == 4:
+        return ivf
+    return None

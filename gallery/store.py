@@ -311,7 +311,7 @@ class Gallery:
             if check_generation and _read_generation(session) != loaded.generation:
                 return None
             while pending:
-                _, ids = index.search(loaded.ivf, queries[pending], want)
+                ids = loaded.search(queries[pending], want)
                 rows = self._face_rows(session, np.unique(ids[ids >= 0]))
                 still_short = []
                 for row, id_row in zip(pending, ids):
@@ -484,11 +484,11 @@ class Gallery:
                 codes = index.encode(encoder, vectors)
                 meta = self._cache.append(meta, ids, codes, generation, meta.people + people_delta)
                 if self._loaded is not None and self._loaded.generation == before:
-                    index.fill(self._loaded.ivf, ids, codes)
+                    self._loaded.appended(self._cache, meta, ids, codes)
             if removed is not None:
                 meta = self._cache.erase(meta, removed, generation, meta.people + people_delta)
                 if self._loaded is not None and self._loaded.generation == before:
-                    index.remove(self._loaded.ivf, removed)
+                    self._loaded.erased(self._cache, meta, removed)
             if self._loaded is not None and self._loaded.generation == before:
                 self._loaded.meta = meta
             else:
@@ -529,12 +529,12 @@ class Gallery:
             return self._rebuild(session)
         if len(gone):
             meta = self._cache.erase(meta, gone, generation, people)
-            index.remove(loaded.ivf, gone)
+            loaded.erased(self._cache, meta, gone)
         for start in range(0, len(new), _CHUNK):
             ids, vectors = self._vectors(session, new[start:start + _CHUNK])
             codes = index.encode(encoder, vectors)
             meta = self._cache.append(meta, ids, codes, generation, people)
-            index.fill(loaded.ivf, ids, codes)
+            loaded.appended(self._cache, meta, ids, codes)
         meta = replace(meta, generation=generation, people=people)
         self._cache.write_meta(meta)
         loaded.meta = meta
@@ -582,17 +582,22 @@ class Gallery:
             all_ids.append(ids)
             all_codes.append(index.encode(encoder, vectors))
         ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)
-        codes = np.concatenate(all_codes) if all_codes else np.zeros((0, int(ivf.sa_code_size())), np.uint8)
+        codes = np.concatenate(all_codes) if all_codes else np.zeros((0, index.code_size(ivf)), np.uint8)
         del all_codes
         people = self._count_people(session)
         generation = _read_generation(session)
         if save:
             meta = self._cache.write_full(ivf, ids, codes, generation, people, trained_for=len(ids))
+            records = self._cache.slots(meta)
+            if records is None:
+                raise OSError(f"cannot read {self.home / cache_files.SLOTS_FILE}")
         else:
             meta = cache_files.Meta(cache_files.FORMAT, self.model_id, self.dim, generation, len(ids), len(ids),
-                                    people, int(ivf.nlist), len(ids), int(ivf.sa_code_size()), "memory")
+                                    people, int(ivf.nlist), len(ids), index.code_size(ivf), "memory")
+            records = cache_files.records_of(ids, codes)
         index.fill(ivf, ids, codes)
-        return Loaded(ivf, meta)
+        del codes
+        return Loaded(ivf, meta, records, ids)
 
     def _rebuild(self, session: Session) -> Loaded:
         """Build from the database and replace the cache files (lock held); leftovers of crashed writes go too."""

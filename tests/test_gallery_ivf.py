@@ -1,0 +1,117 @@
+"""The gallery above ``index.EXACT_BELOW``: many lists of 4-bit codes, a shortlist re-scored with 8-bit codes from
+the slots file, then the database's vectors. ``EXACT_BELOW`` is lowered so a few hundred random faces cross it
+(the structure is the one a million-face gallery uses; benchmarks/gallery_scale.py measures it at scale).
+
+Random unit vectors, no datasets, never skipped."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gallery import SLOTS_FILE, Gallery, index
+from gallery.cache import DiskCache
+from gallery.vectors import from_blob, to_blob, unit_rows
+
+DIM = 128
+MODEL = "model-ivf"
+PEOPLE = 400
+
+
+@pytest.fixture()
+def small_exact_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index, "EXACT_BELOW", 200)
+
+
+def unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    v = rng.normal(size=(n, DIM))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def crowd(home: Path, rng: np.random.Generator) -> tuple[Gallery, np.ndarray]:
+    """A gallery of PEOPLE people, one face each, enrolled one at a time (so it is retrained on the way up)."""
+    vectors = unit(rng, PEOPLE)
+    gallery = Gallery(home, MODEL, DIM)
+    for i, v in enumerate(vectors):
+        gallery.add_face(f"p{i:03d}", v, f"{i:064x}")
+    return gallery, vectors
+
+
+def nearest(vectors: np.ndarray, queries: np.ndarray, alive: np.ndarray) -> list[int]:
+    scores = queries @ vectors.T
+    scores[:, ~alive] = -np.inf
+    return scores.argmax(axis=1).tolist()
+
+
+def test_a_big_gallery_uses_four_bit_lists_and_answers_as_exact_search(
+        tmp_path: Path, small_exact_limit: None) -> None:
+    rng = np.random.default_rng(7)
+    gallery, vectors = crowd(tmp_path / "home", rng)
+    loaded = gallery._current_index()
+    assert not index.is_exact(loaded.ivf) and loaded.ivf.nlist > 1 and loaded.live == PEOPLE
+    queries = unit_rows(vectors[:60] + 0.3 * rng.normal(size=(60, DIM)), DIM)
+    truth = nearest(vectors, queries, np.ones(PEOPLE, bool))
+    found = [row[0].name for row in gallery.search(queries, k=1)]
+    assert found == [f"p{i:03d}" for i in truth]
+    # distances are the database's, not the codes'
+    best = gallery.search(queries[0], k=1)[0][0]
+    exact = float(np.sqrt(max(0.0, 2 - 2 * float(queries[0] @ vectors[truth[0]]))))
+    assert abs(best.distance - exact) < 2e-3
+    gallery.close()
+
+
+def test_removal_and_enrolment_in_place_then_reopen(tmp_path: Path, small_exact_limit: None) -> None:
+    rng = np.random.default_rng(8)
+    home = tmp_path / "home"
+    gallery, vectors = crowd(home, rng)
+    alive = np.ones(PEOPLE, bool)
+    for i in (0, 5, 17):
+        gallery.remove_person(f"p{i:03d}")
+        alive[i] = False
+    newcomers = unit(rng, 3)
+    for j, v in enumerate(newcomers):
+        gallery.add_face(f"new{j}", v, f"{1000 + j:064x}")
+    everyone = np.concatenate([vectors, newcomers])
+    names = [f"p{i:03d}" for i in range(PEOPLE)] + [f"new{j}" for j in range(3)]
+    alive = np.concatenate([alive, np.ones(3, bool)])
+    queries = unit_rows(np.concatenate([vectors[[0, 5, 17, 40]], newcomers]), DIM)
+    want = [names[i] for i in nearest(everyone, queries, alive)]
+    assert [row[0].name for row in gallery.search(queries, k=1)] == want
+    assert not {"p000", "p005", "p017"} & {m.name for row in gallery.search(queries, k=5) for m in row}
+    gallery.close()
+    with Gallery(home, MODEL, DIM) as reopened:   # from the cache files, no rebuild
+        assert [row[0].name for row in reopened.search(queries, k=1)] == want
+
+
+def test_another_process_change_is_reconciled(tmp_path: Path, small_exact_limit: None) -> None:
+    rng = np.random.default_rng(9)
+    home = tmp_path / "home"
+    first, vectors = crowd(home, rng)
+    first.search(vectors[0], k=1)
+    newcomer = unit(rng, 1)[0]
+    with Gallery(home, MODEL, DIM) as second:
+        second.add_face("late", newcomer, f"{999:064x}")
+        second.remove_person("p001")
+    assert first.search(newcomer, k=1)[0][0].name == "late"
+    assert all(m.name != "p001" for m in first.search(vectors[1], k=5)[0])
+    first.close()
+
+
+def test_removal_zeroes_both_codes_in_the_slots_file(tmp_path: Path, small_exact_limit: None) -> None:
+    rng = np.random.default_rng(10)
+    home = tmp_path / "home"
+    gallery, vectors = crowd(home, rng)
+    cache = DiskCache(home, MODEL, DIM)
+    meta = cache.meta()
+    assert meta is not None
+    encoder = cache.encoder(meta)
+    stored = from_blob(to_blob(vectors[3]), DIM)[None]      # the cache encodes the database's float16 vector
+    codes = index.encode(encoder, stored)[0]
+    assert codes.tobytes() in (home / SLOTS_FILE).read_bytes()
+    gallery.remove_person("p003")
+    data = (home / SLOTS_FILE).read_bytes()
+    four_bit = codes[: int(encoder.sa_code_size())].tobytes()
+    eight_bit = index.eight_bit(stored)[0].tobytes()
+    assert four_bit not in data and eight_bit not in data
+    gallery.close()
