@@ -5,6 +5,9 @@ existing database records its ``schema_version`` in the meta row; ``upgrade`` ap
 one (each a function of the open connection, run in the caller's write transaction, so a failed step changes
 nothing). Nothing ever calls ``create_all`` on a database that already holds tables: a file or database that is not
 a oneshot gallery is refused, not taken over.
+
+Schema 2 hash-partitions ``faces`` and ``people`` on PostgreSQL (``gallery.pg``: erasure rewrites a partition, not
+the table); the tables' columns are those of schema 1, so on SQLite the step from 1 to 2 changes nothing.
 """
 from __future__ import annotations
 
@@ -13,11 +16,19 @@ from collections.abc import Callable
 from sqlalchemy import inspect, insert, select
 from sqlalchemy.engine import Connection
 
+from gallery import pg
 from gallery.errors import GalleryError
 from gallery.schema import META_ROW_ID, SCHEMA_VERSION, Base, Meta
 
+
+def _partition_postgres(conn: Connection) -> None:
+    """1 → 2: partition the PostgreSQL tables; SQLite's tables are already what schema 2 describes."""
+    if pg.is_postgres(conn):
+        pg.partition_v1(conn)
+
+
 # version v -> the step that upgrades a database from v to v + 1. Version 1 is the first released schema.
-STEPS: dict[int, Callable[[Connection], None]] = {}
+STEPS: dict[int, Callable[[Connection], None]] = {1: _partition_postgres}
 TABLES = frozenset(Base.metadata.tables)
 
 
@@ -28,6 +39,8 @@ def tables(conn: Connection) -> set[str]:
 def create(conn: Connection) -> None:
     """Create every table and the meta row in an empty database."""
     Base.metadata.create_all(conn)
+    if pg.is_postgres(conn):
+        pg.finish_create(conn)
     conn.execute(insert(Meta).values(id=META_ROW_ID, generation=0, schema_version=SCHEMA_VERSION))
 
 

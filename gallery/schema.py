@@ -2,16 +2,20 @@
 
 Deliberately minimal: a person is a unique name; each face row holds one vector, the model that made it and the
 sha256 of its photo (never the photo itself), so erasing a person means deleting exactly these rows.
+
+On PostgreSQL both tables are hash-partitioned by id (``gallery.pg``): erasure rewrites only the partitions that held
+the person's rows. A partitioned table cannot have a unique constraint on ``name`` (it must include the partition
+key), so there ``name`` gets a plain index and a trigger enforces uniqueness; SQLite keeps ``UNIQUE (name)``.
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String, TypeDecorator
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, TypeDecorator, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 META_ROW_ID = 1
 
 
@@ -48,9 +52,14 @@ class Person(Base):
     """An enrolled person; the name is the user-facing identity, so it is unique."""
 
     __tablename__ = "people"
+    __table_args__ = (
+        UniqueConstraint("name").ddl_if(dialect="sqlite"),
+        Index("ix_people_name", "name").ddl_if(dialect="postgresql"),
+        {"postgresql_partition_by": "HASH (id)"},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(256), unique=True)
+    name: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -64,7 +73,9 @@ class Face(Base):
 
     __tablename__ = "faces"
     # AUTOINCREMENT: a face id (also the FAISS id and Match.face_id) is never reused after a deletion.
-    __table_args__ = {"sqlite_autoincrement": True}
+    # PostgreSQL: a serial (sequence) id, likewise never reused; the hash partitions of ``id`` let identify's
+    # ``id IN (...)`` read (and lock) only the partitions holding the candidates.
+    __table_args__ = {"sqlite_autoincrement": True, "postgresql_partition_by": "HASH (id)"}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)

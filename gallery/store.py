@@ -37,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from gallery import cache as cache_files
-from gallery import db, index, migrations
+from gallery import db, index, migrations, pg
 from gallery.cache import DiskCache, Loaded
 from gallery.errors import GalleryError, UnknownPerson
 from gallery.results import Match, PersonInfo, StaleFaces
@@ -170,6 +170,7 @@ class Gallery:
         Returns the number of faces deleted; raises UnknownPerson if the name is not enrolled. With
         ``secure_delete`` the freed SQLite space is zeroed, the cache records are overwritten in place and leftover
         temporary files are deleted, so no file under the home directory keeps the name or the vectors afterwards.
+        On PostgreSQL the partitions that held the rows are rewritten after the commit (``pg.vacuum``).
         """
         self._check_open()
         with self.locked(), db.translated(self.db_path, f"remove {name!r}"):
@@ -181,13 +182,14 @@ class Gallery:
             mine = [int(i) for i in session.scalars(select(Face.id).where(
                 Face.person_id == person_id, Face.model_id == self.model_id, Face.dim == self.dim))]
             faces = session.scalar(select(func.count()).select_from(Face).where(Face.person_id == person_id))
+            held = [] if db.is_sqlite(self._engine) else pg.partitions_holding(session.connection(), person_id)
             session.execute(delete(Face).where(Face.person_id == person_id))
             session.execute(delete(Person).where(Person.id == person_id))
             generation = _bump_generation(session)
             self._cache_change(session, before, generation, removed=np.array(sorted(mine), dtype=np.int64),
                                people_delta=-1 if mine else 0)
             self._clean_temp()
-        self._after_erasure()
+        self._after_erasure(held)
         return int(faces or 0)
 
     def people(self) -> list[PersonInfo]:
@@ -425,16 +427,23 @@ class Gallery:
         self._loaded = None
 
     def _face_rows(self, session: Session, ids: np.ndarray) -> dict[int, tuple[str, np.ndarray]]:
-        """Name and exact vector of each face id that still exists (ids removed meanwhile are simply absent)."""
+        """Name and exact vector of each face id that still exists (ids removed meanwhile are simply absent).
+
+        Two queries by id rather than a join: with literal id lists PostgreSQL plans (and locks) only the
+        partitions holding those ids, while a join on ``person_id`` would plan and lock every partition of
+        ``people`` and so wait for any partition an erasure is rewriting.
+        """
         out: dict[int, tuple[str, np.ndarray]] = {}
         for start in range(0, len(ids), _CHUNK):
             chunk = [int(i) for i in ids[start:start + _CHUNK]]
-            query = (select(Face.id, Person.name, Face.vector).join(Person, Face.person_id == Person.id)
-                     .where(Face.id.in_(chunk), *self._mine()))
-            for face_id, name, blob in session.execute(query):
+            faces = session.execute(select(Face.id, Face.person_id, Face.vector)
+                                    .where(Face.id.in_(chunk), *self._mine())).all()
+            owners = sorted({int(person_id) for _, person_id, _ in faces})
+            names = dict(session.execute(select(Person.id, Person.name).where(Person.id.in_(owners))).all())
+            for face_id, person_id, blob in faces:
                 vector = from_blob(blob, self.dim)
-                if vector is not None:
-                    out[int(face_id)] = (name, vector)
+                if vector is not None and person_id in names:
+                    out[int(face_id)] = (names[person_id], vector)
         return out
 
     def _current_index(self) -> Loaded:
@@ -611,14 +620,13 @@ class Gallery:
         ``.gallery.sqlite3.*.tmp`` file without the lock, but holds only the empty schema: those are left alone.)"""
         cache_files.clean_temp(self.home, cache_files.TEMP_PREFIXES)
 
-    def _after_erasure(self) -> None:
-        """Best-effort: make freed database space hold no trace (PostgreSQL: VACUUM the two tables)."""
-        if db.is_sqlite(self._engine):
+    def _after_erasure(self, relations: list[str]) -> None:
+        """Make freed database space hold no trace: PostgreSQL rewrites the partitions that held the erased rows
+        (SQLite's ``secure_delete`` has already zeroed the freed pages)."""
+        if db.is_sqlite(self._engine) or not relations:
             return
-        with db.translated(self.db_path, "vacuum after erasure"), self._engine.connect() as conn:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            conn.exec_driver_sql("VACUUM FULL faces")
-            conn.exec_driver_sql("VACUUM FULL people")
+        with db.translated(self.db_path, "vacuum after erasure"):
+            pg.vacuum(self._engine, relations)
 
     @staticmethod
     def _quietly(action: Any) -> None:

@@ -171,8 +171,9 @@ def test_cli_db_option_and_environment(backend: tuple[str, str | None], fake: Fa
 
 def test_erasure_reaches_the_database_files(backend: tuple[str, str | None], tmp_path: Path) -> None:
     """After remove, the stored bytes of the person (name, vector, photo hash) are in no file of the database:
-    SQLite's secure_delete zeroes freed pages; on PostgreSQL, remove runs VACUUM FULL on both tables, which writes
-    them into new files, and we read those files back through pg_read_binary_file."""
+    SQLite's secure_delete zeroes freed pages; on PostgreSQL, remove rewrites (VACUUM FULL) the partitions that
+    held the rows, and we read every file of both tables (partitions, indexes, TOAST) through pg_read_binary_file.
+    Nor may ANALYZE have copied them into pg_statistic."""
     kind, url = backend
     (tmp_path / "shared").mkdir()
     rng = np.random.default_rng(2)
@@ -182,28 +183,196 @@ def test_erasure_reaches_the_database_files(backend: tuple[str, str | None], tmp
         g.add_face(name, vector, _sha(0xE0))
         needles = [name.encode(), to_blob(unit_rows(vector, DIM)[0]), _sha(0xE0).encode()]
         assert all(n in _database_bytes(kind, url) for n in needles)   # positive control
+        if kind == "postgresql":
+            _sql(url, "ANALYZE")
+            assert not _sql(url, "SELECT tablename, attname FROM pg_stats WHERE attname IN "
+                                 "('name', 'vector', 'photo_sha256') AND (most_common_vals IS NOT NULL "
+                                 "OR histogram_bounds IS NOT NULL) AND tablename ~ '^(faces|people)'")
         g.remove_person(name)
     stored = _database_bytes(kind, url)
     assert b"keeper" in stored
     assert not [n for n in needles if n in stored]
 
 
+def _sql(url: str | None, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    assert url is not None
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        cursor = conn.execute(query, args or None)
+        return cursor.fetchall() if cursor.description else []
+
+
+_RELATIONS = """
+WITH tables AS (SELECT relid FROM pg_partition_tree('faces') UNION SELECT relid FROM pg_partition_tree('people')),
+     owned AS (SELECT relid FROM tables
+               UNION SELECT indexrelid FROM pg_index WHERE indrelid IN (SELECT relid FROM tables)
+               UNION SELECT reltoastrelid FROM pg_class WHERE oid IN (SELECT relid FROM tables))
+SELECT pg_relation_filepath(relid) FROM owned
+UNION SELECT pg_relation_filepath(indexrelid) FROM pg_index
+      WHERE indrelid IN (SELECT relid FROM owned) AND indrelid NOT IN (SELECT relid FROM tables)
+"""
+
+
 def _database_bytes(kind: str, url: str | None) -> bytes:
-    """Every byte of the gallery's tables as stored on disk."""
+    """Every byte of the gallery's tables as stored on disk (on PostgreSQL: every partition, index and TOAST
+    table and TOAST index of ``faces`` and ``people``)."""
     assert url is not None
     if kind == "sqlite":
         return Path(url.removeprefix("sqlite:///")).read_bytes()
+    _sql(url, "CHECKPOINT")   # flush shared buffers to the relation files we read
+    paths = [path for (path,) in _sql(url, _RELATIONS) if path]
+    assert len(paths) >= 4    # tables, TOAST tables and their indexes
+    out = b""
+    for path in paths:
+        size = _sql(url, "SELECT (pg_stat_file(%s)).size", path)[0][0]
+        if size:
+            out += _sql(url, "SELECT pg_read_binary_file(%s)", path)[0][0]
+    return out
+
+
+def _partitions_of_everyone(url: str | None) -> dict[str, set[str]]:
+    """Each person's name -> the relations (partitions, or whole tables) holding their person and face rows."""
+    rows = _sql(url, "SELECT p.name, p.tableoid::regclass::text, f.tableoid::regclass::text "
+                     "FROM people p JOIN faces f ON f.person_id = p.id")
+    out: dict[str, set[str]] = {}
+    for name, person_rel, face_rel in rows:
+        out.setdefault(name, set()).update((person_rel, face_rel))
+    return out
+
+
+def test_a_removal_does_not_lock_the_whole_table(backend: tuple[str, str | None], tmp_path: Path) -> None:
+    """While a removal's rewrite waits for (or holds) its exclusive lock, identify of a face held elsewhere is
+    answered: the rewrite locks the erased person's partitions only. A rewrite of the whole table (schema 1's
+    VACUUM FULL faces) makes that identify wait until the rewrite is over."""
+    kind, url = backend
+    if kind != "postgresql":
+        pytest.skip("SQLite erases with secure_delete in the removal's own transaction; there is no rewrite")
+    (tmp_path / "shared").mkdir()
+    rng = np.random.default_rng(3)
+    vectors = _unit(rng, 12)
+    with Gallery(tmp_path / "host", "m", DIM, db_url=url) as g, \
+            Gallery(tmp_path / "host", "m", DIM, db_url=url) as reader:
+        for i, v in enumerate(vectors):
+            g.add_face(f"p{i:02d}", v, _sha(i))
+        held = _partitions_of_everyone(url)
+        alone = [n for n in sorted(held) if not any(held[n] & held[m] for m in held if m != n)]
+        victim = alone[0] if alone else "p00"
+        target = next(i for i in range(12) if f"p{i:02d}" != victim)
+        face_partition = sorted(r for r in held[victim] if r.startswith("faces"))[0]
+        import psycopg
+
+        with psycopg.connect(_libpq(url)) as blocker:    # a long read of the victim's partition
+            blocker.execute(f"SELECT count(*) FROM {face_partition}").fetchall()
+            remover = threading.Thread(target=g.remove_person, args=(victim,))
+            remover.start()
+            deadline = time.monotonic() + 20
+            while not _sql(url, "SELECT 1 FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND NOT granted"):
+                assert time.monotonic() < deadline, "the removal's rewrite never queued for its lock"
+                time.sleep(0.05)
+            answers: list[str] = []
+            search = threading.Thread(target=lambda: answers.append(reader.search(vectors[target], k=1)[0][0].name))
+            search.start()
+            search.join(5)
+            answered_while_locked = not search.is_alive()
+            blocker.rollback()
+        remover.join(30)
+        search.join(30)
+        assert not remover.is_alive()
+        assert answers == [f"p{target:02d}"]
+        assert answered_while_locked, "identify waited for the whole table's rewrite"
+        assert alone   # the victim's partitions held no one else's rows, so the test proved something
+
+
+SCHEMA_1_POSTGRES = """
+CREATE TABLE meta (id SERIAL NOT NULL, generation INTEGER NOT NULL, schema_version INTEGER NOT NULL, PRIMARY KEY (id));
+CREATE TABLE people (id SERIAL NOT NULL, name VARCHAR(256) NOT NULL, created_at VARCHAR(32) NOT NULL,
+    updated_at VARCHAR(32) NOT NULL, PRIMARY KEY (id), UNIQUE (name));
+CREATE TABLE faces (id SERIAL NOT NULL, person_id INTEGER NOT NULL, model_id VARCHAR(128) NOT NULL, dim INTEGER NOT NULL,
+    vector BYTEA NOT NULL, photo_sha256 VARCHAR(64) NOT NULL, created_at VARCHAR(32) NOT NULL, PRIMARY KEY (id),
+    FOREIGN KEY(person_id) REFERENCES people (id) ON DELETE CASCADE);
+CREATE INDEX ix_faces_person_id ON faces (person_id);
+CREATE INDEX ix_faces_model_id ON faces (model_id);
+INSERT INTO meta VALUES (1, 0, 1);
+"""
+_NOW = "2024-01-01T00:00:00+00:00"
+
+
+def _faces_table(url: str | None) -> list[tuple[Any, ...]]:
+    return _sql(url, "SELECT f.id, p.name, f.model_id, f.dim, f.vector, f.photo_sha256 FROM faces f "
+                     "JOIN people p ON p.id = f.person_id ORDER BY f.id")
+
+
+def test_schema_1_postgres_gallery_is_partitioned_on_open(backend: tuple[str, str | None], tmp_path: Path) -> None:
+    """A schema-1 PostgreSQL gallery (unpartitioned tables, as the previous release made them) is upgraded when
+    opened: every person and vector is kept with its id, the tables are partitioned, and a new face's id is above
+    every id the old sequence handed out (including a deleted face's), so no id is reused."""
+    from gallery import pg
+
+    kind, url = backend
+    if kind != "postgresql":
+        _schema_1_sqlite_is_unchanged(url, tmp_path)
+        return
+    rng = np.random.default_rng(4)
+    vectors = _unit(rng, 20)
+    _sql(url, SCHEMA_1_POSTGRES)
+    for i, v in enumerate(vectors):
+        person = _sql(url, "INSERT INTO people (name, created_at, updated_at) VALUES (%s, %s, %s) RETURNING id",
+                      f"p{i:02d}", _NOW, _NOW)[0][0]
+        for model in ("m", "old-model")[: 1 + i % 2]:
+            _sql(url, "INSERT INTO faces (person_id, model_id, dim, vector, photo_sha256, created_at) "
+                      "VALUES (%s, %s, %s, %s, %s, %s)", person, model, DIM, to_blob(unit_rows(v, DIM)[0]),
+                 _sha(i), _NOW)
+    last = _sql(url, "DELETE FROM faces WHERE id = (SELECT max(id) FROM faces) RETURNING id")[0][0]
+    before = _faces_table(url)
+    with Gallery(tmp_path / "host", "m", DIM, db_url=url) as g:
+        assert _faces_table(url) == before
+        assert _sql(url, "SELECT schema_version FROM meta") == [(2,)]
+        for table in ("faces", "people"):
+            assert _sql(url, "SELECT count(*) FROM pg_inherits WHERE inhparent = %s::regclass", table) == [
+                (pg.PARTITIONS,)]
+        assert [p.name for p in g.people()] == [f"p{i:02d}" for i in range(20)]
+        for i, v in enumerate(vectors):
+            assert g.search(v, k=1)[0][0].name == f"p{i:02d}"
+        face_id, _ = g.add_face("newcomer", _unit(rng)[0], _sha(99))
+        assert face_id == last + 1
+        assert g.remove_person("p03") == 2
+    assert not [row for row in _faces_table(url) if row[1] == "p03"]
+
+
+def _schema_1_sqlite_is_unchanged(url: str | None, tmp_path: Path) -> None:
+    """On SQLite the step from schema 1 to 2 only records the new version: tables and rows stay as they were."""
+    import sqlite3
+
+    assert url is not None
+    (tmp_path / "shared").mkdir()
+    path = url.removeprefix("sqlite:///")
+    with Gallery(tmp_path / "host", "m", DIM, db_url=url) as g:
+        g.add_face("kept", _unit(np.random.default_rng(6))[0], _sha(1))
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET schema_version = 1")
+        schema = conn.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall()
+        rows = conn.execute("SELECT * FROM faces").fetchall()
+    with Gallery(tmp_path / "host", "m", DIM, db_url=url) as g:
+        assert [p.name for p in g.people()] == ["kept"]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT schema_version FROM meta").fetchall() == [(2,)]
+        assert conn.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall() == schema
+        assert conn.execute("SELECT * FROM faces").fetchall() == rows
+
+
+def test_names_stay_unique_on_partitioned_people(backend: tuple[str, str | None], tmp_path: Path) -> None:
+    """PostgreSQL cannot have UNIQUE (name) on people partitioned by id; a trigger refuses a duplicate from any
+    writer, not only from the gallery's own code."""
     import psycopg
 
-    with psycopg.connect(_libpq(url), autocommit=True) as conn:
-        conn.execute("CHECKPOINT")   # flush shared buffers to the relation files we read
-        out = b""
-        for table in ("faces", "people"):
-            for rel in (table, f"(SELECT reltoastrelid FROM pg_class WHERE relname = '{table}')"):
-                path = conn.execute(f"SELECT pg_relation_filepath({rel if rel != table else repr(table)})"
-                                    ).fetchone()[0]
-                if path:
-                    size = conn.execute("SELECT (pg_stat_file(%s)).size", (path,)).fetchone()[0]
-                    if size:
-                        out += conn.execute("SELECT pg_read_binary_file(%s)", (path,)).fetchone()[0]
-        return out
+    kind, url = backend
+    if kind != "postgresql":
+        pytest.skip("SQLite keeps its UNIQUE (name) constraint")
+    with Gallery(tmp_path / "host", "m", DIM, db_url=url) as g:
+        g.add_face("only once", _unit(np.random.default_rng(5))[0], _sha(1))
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        _sql(url, "INSERT INTO people (name, created_at, updated_at) VALUES ('only once', %s, %s)", _NOW, _NOW)
+    _sql(url, "INSERT INTO people (name, created_at, updated_at) VALUES ('another', %s, %s)", _NOW, _NOW)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        _sql(url, "UPDATE people SET name = 'only once' WHERE name = 'another'")
