@@ -429,21 +429,28 @@ class Gallery:
     def _face_rows(self, session: Session, ids: np.ndarray) -> dict[int, tuple[str, np.ndarray]]:
         """Name and exact vector of each face id that still exists (ids removed meanwhile are simply absent).
 
-        Two queries by id rather than a join: with literal id lists PostgreSQL plans (and locks) only the
+        On PostgreSQL two queries by id rather than a join: with literal id lists it plans (and locks) only the
         partitions holding those ids, while a join on ``person_id`` would plan and lock every partition of
-        ``people`` and so wait for any partition an erasure is rewriting.
+        ``people`` and so wait for any partition an erasure is rewriting. SQLite has no partitions: one join.
         """
         out: dict[int, tuple[str, np.ndarray]] = {}
         for start in range(0, len(ids), _CHUNK):
             chunk = [int(i) for i in ids[start:start + _CHUNK]]
-            faces = session.execute(select(Face.id, Face.person_id, Face.vector)
-                                    .where(Face.id.in_(chunk), *self._mine())).all()
-            owners = sorted({int(person_id) for _, person_id, _ in faces})
-            names = dict(session.execute(select(Person.id, Person.name).where(Person.id.in_(owners))).all())
-            for face_id, person_id, blob in faces:
+            if db.is_sqlite(self._engine):
+                rows = session.execute(select(Face.id, Person.name, Face.vector)
+                                       .join(Person, Face.person_id == Person.id)
+                                       .where(Face.id.in_(chunk), *self._mine())).all()
+            else:
+                faces = session.execute(select(Face.id, Face.person_id, Face.vector)
+                                        .where(Face.id.in_(chunk), *self._mine())).all()
+                owners = sorted({int(person_id) for _, person_id, _ in faces})
+                names = dict(session.execute(select(Person.id, Person.name).where(Person.id.in_(owners))).all())
+                rows = [(face_id, names[person_id], blob) for face_id, person_id, blob in faces
+                        if person_id in names]
+            for face_id, name, blob in rows:
                 vector = from_blob(blob, self.dim)
-                if vector is not None and person_id in names:
-                    out[int(face_id)] = (names[person_id], vector)
+                if vector is not None:
+                    out[int(face_id)] = (name, vector)
         return out
 
     def _current_index(self) -> Loaded:
