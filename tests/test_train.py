@@ -102,6 +102,20 @@ def test_pk_sampler_puts_relatives_together_when_asked() -> None:
     assert min(mixed) >= 4 and np.mean(mixed) > np.mean(plain) + 2
 
 
+def test_pk_sampler_draws_people_with_real_photos_and_those_photos_when_asked() -> None:
+    labels = np.repeat(np.arange(40), 6)
+    real = np.zeros(len(labels), bool)
+    real[(labels < 8) & (np.arange(len(labels)) % 6 < 2)] = True     # 8 people, 2 of their 6 photos each
+    sampler = PKSampler(labels, np.arange(40), p=8, k=4, seed=0, real=real, real_share=0.5)
+    for _ in range(20):
+        batch = sampler.batch()
+        people = np.unique(labels[batch])
+        assert len(batch) == 32 and len(people) == 8
+        assert (people < 8).sum() >= 4 and real[batch].sum() >= 8     # 4 such people, 2 real photos each
+    plain = PKSampler(labels, np.arange(40), p=8, k=4, seed=0, real=real)
+    assert np.mean([real[plain.batch()].sum() for _ in range(20)]) < 4
+
+
 def test_groups_join_fiw_relatives_only() -> None:
     assert group_of("fiw:F0001_MID1") == group_of("fiw:F0001_MID2") == "fiw:F0001"
     assert group_of("celeba:7") == "celeba:7" != group_of("celeba:8")
@@ -133,6 +147,7 @@ def test_held_out_split_is_by_group_and_skips_validation_people(tmp_path: Path) 
     wild_people = {p for p in celeba if p >= 1000}
     assert wild_people and all(p < 1006 for p in wild_people)                        # only in_training_folder
     assert len(train.labels) + len(val.labels) == 3 * 36 - 18 - 2    # minus validation people, no-face rows
+    assert train.real.sum() + val.real.sum() == 18 and len(train.real) == len(train.labels)   # celeba-wild
 
 
 @pytest.mark.slow

@@ -214,10 +214,13 @@ def changes(winner: str, train_args: dict) -> str:
     head = f", plus a new {train_args['head_dim']}-d linear head" if train_args.get("head_dim") else ""
     mix = train_args.get("mix")
     lead = f"a weight-space mix, {1 - mix:g} x the converted weights + {mix:g} x these fine-tuned ones: " if mix else ""
+    real = train_args.get("real_share") or 0
+    real_photos = (f"; {real:.0%} of each batch's people drawn from those with whole photos with background "
+                   "(celeba-wild's training identities), half of their photos those") if real else ""
     return (f"{lead}the last {train_args['unfreeze']} stage(s){head} fine-tuned with the {train_args['loss']} loss "
             f"(margin {train_args['margin']}, {train_args.get('mining', 'hard')} mining, P={train_args['p']} x "
-            f"K={train_args['k']}) for {train_args['steps']} steps at learning rate {train_args['lr']}; every other "
-            f"weight as converted")
+            f"K={train_args['k']}{real_photos}) for {train_args['steps']} steps at learning rate {train_args['lr']}; "
+            f"every other weight as converted")
 
 
 def training_command(train_args: dict) -> str:
