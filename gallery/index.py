@@ -40,8 +40,11 @@ SCAN_BUDGET = 400_000
 SHORTLIST = 256
 """Faces the 4-bit scan proposes for re-scoring with their 8-bit codes (4-bit codes blur near-ties)."""
 PQ_SUBVECTORS = 64            # 4 bits each: 32 bytes a face (fewer when the dimension is not a multiple)
-MAX_LISTS = 4096
-RETRAIN_FACTOR = 4            # retrain when the gallery has grown or shrunk this much since training
+LISTS = 512
+"""Lists of the big-gallery index, trained once when a gallery crosses EXACT_BELOW (on 16k of its faces) and kept
+as it grows: with 4-bit codes a query's cost is the codes it scans, and at 1M few long lists scanned the same share
+of faces faster, for the same recall, than 4096 short ones (docs/GALLERY.md)."""
+RETRAIN_FACTOR = 4            # back to exact search when the gallery shrinks to 1/4 of EXACT_BELOW
 _TRAIN_POINTS_PER_LIST = 32
 _SQ_RANGE = (-1.0, 2.0)       # vmin, vdiff of the uniform 8-bit quantiser: [-1, 1]
 _BLOCK = 32                   # faces per SIMD block of the 4-bit lists (FAISS's bbs)
@@ -54,21 +57,18 @@ def _faiss() -> Any:
 
 
 def lists_for(n: int) -> int:
-    """How many inverted lists a gallery of ``n`` faces gets: one (exact) below EXACT_BELOW, else ~4·√n (a power
-    of two), so a list holds ~√n/4 faces (``tune`` decides how many lists a query scans). At 1M, 4096 lists found
-    the exact nearest person for 96.1 % of queries at the same scan budget where 2048 found 94.9 % (docs/GALLERY.md)."""
-    if n < EXACT_BELOW:
-        return 1
-    return int(min(MAX_LISTS, 2 ** round(math.log2(4 * math.sqrt(n)))))
+    """How many inverted lists a gallery of ``n`` faces gets: one (exact) below EXACT_BELOW, else LISTS."""
+    return 1 if n < EXACT_BELOW else LISTS
 
 
-def needs_retraining(nlist: int, trained_for: int, n: int) -> bool:
-    """Whether an index trained for ``trained_for`` faces with ``nlist`` lists no longer suits ``n`` faces."""
-    if lists_for(n) == nlist:
-        return False
-    if nlist == 1 or lists_for(n) == 1:
-        return True       # crossing EXACT_BELOW either way
-    return n > trained_for * RETRAIN_FACTOR or n * RETRAIN_FACTOR < trained_for
+def needs_retraining(nlist: int, n: int) -> bool:
+    """Whether an index with ``nlist`` lists no longer suits ``n`` faces: only
+    when a gallery crosses EXACT_BELOW upwards, or shrinks to a quarter of it (hysteresis, so a gallery hovering at
+    the boundary is not retrained back and forth). Growth alone never retrains: the lists' centroids describe where
+    faces lie, which more faces of the same model do not change."""
+    if nlist == 1:
+        return n >= EXACT_BELOW
+    return nlist != LISTS or n * RETRAIN_FACTOR < EXACT_BELOW
 
 
 def subvectors(dim: int) -> int:

@@ -509,7 +509,7 @@ class Gallery:
                 self._loaded.meta = meta
             else:
                 self._loaded = None
-            if index.needs_retraining(meta.nlist, meta.trained_for, meta.live):
+            if index.needs_retraining(meta.nlist, meta.live):
                 self._loaded = self._rebuild(session)
         except OSError:
             self._forget_index()
@@ -538,7 +538,7 @@ class Gallery:
         people = self._count_people(session)
         if len(new) and int(new.min()) <= self._last_id(meta):
             return self._rebuild(session)
-        if index.needs_retraining(meta.nlist, meta.trained_for, len(truth)):
+        if index.needs_retraining(meta.nlist, len(truth)):
             return self._rebuild(session)
         encoder = self._cache.encoder(meta)
         if encoder is None:

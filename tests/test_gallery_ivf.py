@@ -1,6 +1,6 @@
 """The gallery above ``index.EXACT_BELOW``: many lists of 4-bit codes, a shortlist re-scored with 8-bit codes from
 the slots file, then the database's vectors. ``EXACT_BELOW`` is lowered so a few hundred random faces cross it
-(the structure is the one a million-face gallery uses; benchmarks/gallery_scale.py measures it at scale).
+and ``LISTS`` with it (the structure is the one a million-face gallery uses; benchmarks/gallery_scale.py measures it at scale).
 
 Random unit vectors, no datasets, never skipped."""
 from __future__ import annotations
@@ -22,6 +22,7 @@ PEOPLE = 400
 @pytest.fixture()
 def small_exact_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(index, "EXACT_BELOW", 200)
+    monkeypatch.setattr(index, "LISTS", 16)
 
 
 def unit(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -33,8 +34,9 @@ def crowd(home: Path, rng: np.random.Generator) -> tuple[Gallery, np.ndarray]:
     """A gallery of PEOPLE people, one face each, enrolled one at a time (so it is retrained on the way up)."""
     vectors = unit(rng, PEOPLE)
     gallery = Gallery(home, MODEL, DIM)
-    for i, v in enumerate(vectors):
-        gallery.add_face(f"p{i:03d}", v, f"{i:064x}")
+    with gallery.locked():    # one transaction: quicker, and the crossing happens inside it as in a bulk enrolment
+        for i, v in enumerate(vectors):
+            gallery.add_face(f"p{i:03d}", v, f"{i:064x}")
     return gallery, vectors
 
 
@@ -115,3 +117,20 @@ def test_removal_zeroes_both_codes_in_the_slots_file(tmp_path: Path, small_exact
     eight_bit = index.eight_bit(stored)[0].tobytes()
     assert four_bit not in data and eight_bit not in data
     gallery.close()
+
+
+def test_growth_never_retrains_only_crossing_the_exact_limit_does(tmp_path: Path, small_exact_limit: None) -> None:
+    rng = np.random.default_rng(11)
+    home = tmp_path / "home"
+    gallery, _ = crowd(home, rng)
+    trained = DiskCache(home, MODEL, DIM).meta()
+    assert trained is not None and trained.nlist == index.LISTS
+    with gallery.locked():
+        for j, v in enumerate(unit(rng, 500)):     # 900 faces: 4.5 times the size it was trained at
+            gallery.add_face(f"grown{j}", v, f"{5000 + j:064x}")
+    grown = DiskCache(home, MODEL, DIM).meta()
+    assert grown is not None and grown.trained_id == trained.trained_id and grown.live == 900
+    gallery.close()
+    assert index.needs_retraining(1, 200) and not index.needs_retraining(1, 199)
+    assert not index.needs_retraining(index.LISTS, 10 ** 7) and not index.needs_retraining(index.LISTS, 50)
+    assert index.needs_retraining(index.LISTS, 49) and index.needs_retraining(index.LISTS * 2, 10 ** 5)
