@@ -180,16 +180,18 @@ class DiskCache:
         slots = self.slots(meta)
         if slots is None:
             return None
-        live, ids = 0, []
-        index_part = int(ivf.sa_code_size())
+        ids, live_ids, live_codes = [], [], []
+        index_part = int(ivf.sa_code_size())    # the 8-bit re-scoring codes stay in the file
         for start in range(0, meta.records, LOAD_CHUNK):
             chunk = np.asarray(slots[start:start + LOAD_CHUNK])
             alive = chunk["live"] == 1
-            live += int(alive.sum())
-            index.fill(ivf, chunk["id"][alive], chunk["code"][alive][:, :index_part])
+            live_ids.append(chunk["id"][alive])
+            live_codes.append(chunk["code"][alive][:, :index_part])
             ids.append(chunk["id"].copy())
-        if live != meta.live:
+        if sum(len(i) for i in live_ids) != meta.live:
             return None
+        if live_ids:
+            index.fill(ivf, np.concatenate(live_ids), np.concatenate(live_codes))
         return Loaded(ivf, meta, slots, np.concatenate(ids) if ids else np.zeros(0, np.int64))
 
     def live_ids(self, meta: Meta) -> np.ndarray | None:

@@ -189,23 +189,41 @@ def fill(ivf: Any, ids: np.ndarray, codes: np.ndarray) -> None:
         rows = order[lo:hi]
         list_ids = np.ascontiguousarray(ids[rows], dtype=np.int64)
         list_codes = np.ascontiguousarray(codes[rows, width:end])
-        if packer is not None:
-            list_codes = _packed(packer, list_codes)
-        ivf.invlists.add_entries(list_no, hi - lo, faiss.swig_ptr(list_ids), faiss.swig_ptr(list_codes))
+        if packer is None:
+            ivf.invlists.add_entries(list_no, hi - lo, faiss.swig_ptr(list_ids), faiss.swig_ptr(list_codes))
+        else:
+            _add_packed(ivf.invlists, packer, list_no, list_ids, list_codes)
     ivf.ntotal += len(ids)
     tune(ivf)
 
 
-def _packed(packer: Any, flat: np.ndarray) -> np.ndarray:
-    """4-bit codes interleaved in SIMD blocks as the fast-scan lists hold them (the last block zero-padded)."""
+def _add_packed(invlists: Any, packer: Any, list_no: int, ids: np.ndarray, flat: np.ndarray) -> None:
+    """Append 4-bit codes to a fast-scan list, which holds them interleaved in SIMD blocks of 32.
+
+    The list is always handed to FAISS whole (its blocks so far plus the new codes, from offset 0): FAISS's
+    ``BlockInvertedLists::add_entries`` copies whole blocks past the end of its buffer when the list already holds
+    a positive multiple of 1024 codes (1.15.1), so appending to a non-empty list is never left to it."""
     faiss = _faiss()
-    blocks = -(-len(flat) // packer.nvec)
-    padded = np.zeros((blocks * packer.nvec, packer.code_size), np.uint8)
-    padded[: len(flat)] = flat
-    out = np.zeros(blocks * packer.block_size, np.uint8)
-    for block in range(blocks):
-        packer.pack_all(faiss.swig_ptr(padded[block * packer.nvec:]), faiss.swig_ptr(out[block * packer.block_size:]))
-    return out
+    old = int(invlists.list_size(list_no))
+    total = old + len(ids)
+    blocks = -(-total // packer.nvec)
+    packed = np.zeros(blocks * packer.block_size, np.uint8)
+    all_ids = ids
+    if old:
+        old_bytes = -(-old // packer.nvec) * packer.block_size
+        packed[:old_bytes] = faiss.rev_swig_ptr(invlists.get_codes(list_no), old_bytes)
+        all_ids = np.concatenate([faiss.rev_swig_ptr(invlists.get_ids(list_no), old).copy(), ids])
+        for i, code in enumerate(flat):
+            packer.pack_1_c(faiss.swig_ptr(code), old + i, faiss.swig_ptr(packed))
+        invlists.resize(list_no, 0)
+    else:
+        padded = np.zeros((blocks * packer.nvec, packer.code_size), np.uint8)
+        padded[: len(flat)] = flat
+        for block in range(blocks):
+            packer.pack_all(faiss.swig_ptr(padded[block * packer.nvec:]),
+                            faiss.swig_ptr(packed[block * packer.block_size:]))
+    all_ids = np.ascontiguousarray(all_ids, dtype=np.int64)
+    invlists.add_entries(list_no, total, faiss.swig_ptr(all_ids), faiss.swig_ptr(packed))
 
 
 def remove(ivf: Any, ids: np.ndarray) -> None:

@@ -134,3 +134,25 @@ def test_growth_never_retrains_only_crossing_the_exact_limit_does(tmp_path: Path
     assert index.needs_retraining(1, 200) and not index.needs_retraining(1, 199)
     assert not index.needs_retraining(index.LISTS, 10 ** 7) and not index.needs_retraining(index.LISTS, 50)
     assert index.needs_retraining(index.LISTS, 49) and index.needs_retraining(index.LISTS * 2, 10 ** 5)
+
+
+def test_filling_a_list_piece_by_piece_equals_filling_it_at_once() -> None:
+    """Appends that leave a 4-bit list at a multiple of 1024 codes (where FAISS's own block append overruns its
+    buffer) and appends in the middle of a SIMD block give exactly the list a single fill gives."""
+    rng = np.random.default_rng(12)
+    vectors = unit(rng, 3077)
+    trained = index.train(DIM, vectors[:512], 2)
+    codes = index.encode(trained, vectors)
+    codes[:, : int(trained.coarse_code_size())] = 0           # every face in list 0
+    ids = np.arange(10, 10 + len(vectors), dtype=np.int64)
+    whole = index.deserialize(index.serialize(trained), DIM)
+    pieces = index.deserialize(index.serialize(trained), DIM)
+    index.fill(whole, ids, codes)
+    start = 0
+    for size in (1024, 1, 1023, 1024, 5):
+        index.fill(pieces, ids[start:start + size], codes[start:start + size])
+        start += size
+    assert start == len(ids) and pieces.ntotal == whole.ntotal == len(ids)
+    queries = unit_rows(vectors[::97] + 0.2 * rng.normal(size=vectors[::97].shape), DIM)
+    np.testing.assert_array_equal(index.search(pieces, queries, 50), index.search(whole, queries, 50))
+    assert index.search(pieces, vectors[3000:3001], 1)[0, 0] == ids[3000]
