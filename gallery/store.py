@@ -486,6 +486,8 @@ class Gallery:
         and the in-memory index; reconcile first when the cache is not at ``before``. Cache write failures
         (a full disk) are not the enrolment's failure: the cache is invalidated and rebuilt later."""
         self._cache_touched = True
+        # the in-memory index follows the change when it was at ``before``; otherwise it is dropped (and reloaded)
+        follow = self._loaded if self._loaded is not None and self._loaded.generation == before else None
         try:
             meta = self._cache.meta()
             if meta is None or meta.generation != before:
@@ -499,16 +501,15 @@ class Gallery:
                     return
                 codes = index.encode(encoder, vectors)
                 meta = self._cache.append(meta, ids, codes, generation, meta.people + people_delta)
-                if self._loaded is not None and self._loaded.generation == before:
-                    self._loaded.appended(self._cache, meta, ids, codes)
+                if follow is not None:
+                    follow.appended(self._cache, meta, ids, codes)
             if removed is not None:
                 meta = self._cache.erase(meta, removed, generation, meta.people + people_delta)
-                if self._loaded is not None and self._loaded.generation == before:
-                    self._loaded.erased(self._cache, meta, removed)
-            if self._loaded is not None and self._loaded.generation == before:
-                self._loaded.meta = meta
-            else:
-                self._loaded = None
+                if follow is not None:
+                    follow.erased(self._cache, meta, removed)
+            if follow is not None:
+                follow.meta = meta
+            self._loaded = follow
             if index.needs_retraining(meta.nlist, meta.live):
                 self._loaded = self._rebuild(session)
         except OSError:

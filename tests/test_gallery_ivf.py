@@ -156,3 +156,16 @@ def test_filling_a_list_piece_by_piece_equals_filling_it_at_once() -> None:
     queries = unit_rows(vectors[::97] + 0.2 * rng.normal(size=vectors[::97].shape), DIM)
     np.testing.assert_array_equal(index.search(pieces, queries, 50), index.search(whole, queries, 50))
     assert index.search(pieces, vectors[3000:3001], 1)[0, 0] == ids[3000]
+
+
+def test_enrolment_and_removal_update_the_open_index_without_reloading(
+        tmp_path: Path, small_exact_limit: None) -> None:
+    rng = np.random.default_rng(13)
+    gallery, vectors = crowd(tmp_path / "home", rng)
+    loaded = gallery._current_index()
+    newcomer = unit(rng, 1)[0]
+    gallery.add_face("newcomer", newcomer, f"{7777:064x}")
+    gallery.remove_person("p002")
+    assert gallery._current_index() is loaded and loaded.live == PEOPLE
+    assert gallery.search(newcomer, k=1)[0][0].name == "newcomer"
+    gallery.close()
