@@ -86,8 +86,11 @@ class Loaded:
         return index.search(self.ivf, queries, want, self._eight_bit)
 
     def _eight_bit(self, ids: np.ndarray) -> np.ndarray:
-        positions = np.searchsorted(self.record_ids, ids)
-        return index.rescoring_codes(self.ivf, self.records[positions]["code"])
+        order = np.argsort(ids)          # ascending needles: the binary searches and the reads stay local
+        positions = np.searchsorted(self.record_ids, ids[order])
+        codes = np.empty((len(ids), self.records.dtype["code"].shape[0]), np.uint8)
+        codes[order] = self.records[positions]["code"]
+        return index.rescoring_codes(self.ivf, codes)
 
     def appended(self, cache: DiskCache, meta: Meta, ids: np.ndarray, codes: np.ndarray) -> None:
         """Follow ``cache.append``: the new faces become searchable and their records readable."""
@@ -107,7 +110,7 @@ class Loaded:
         records = cache.slots(meta)
         if records is None or len(records) != len(self.record_ids):
             raise OSError(f"cannot read {cache.home / SLOTS_FILE}")
-        self.meta, self.records = meta, records
+        self.meta, self.records = meta, np.asarray(records)   # a plain view of the map: no memmap overhead per read
 
 
 def records_of(ids: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -192,7 +195,7 @@ class DiskCache:
             return None
         if live_ids:
             index.fill(ivf, np.concatenate(live_ids), np.concatenate(live_codes))
-        return Loaded(ivf, meta, slots, np.concatenate(ids) if ids else np.zeros(0, np.int64))
+        return Loaded(ivf, meta, np.asarray(slots), np.concatenate(ids) if ids else np.zeros(0, np.int64))
 
     def live_ids(self, meta: Meta) -> np.ndarray | None:
         """Face ids of the live records, ascending (used to reconcile with the database)."""

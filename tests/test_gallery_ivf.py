@@ -1,6 +1,7 @@
 """The gallery above ``index.EXACT_BELOW``: many lists of 4-bit codes, a shortlist re-scored with 8-bit codes from
-the slots file, then the database's vectors. ``EXACT_BELOW`` is lowered so a few hundred random faces cross it
-and ``LISTS`` with it (the structure is the one a million-face gallery uses; benchmarks/gallery_scale.py measures it at scale).
+the slots file, then the database's vectors. ``EXACT_BELOW`` is lowered so a few hundred random faces cross it,
+and ``LISTS`` with it (the structure is the one a million-face gallery uses; benchmarks/gallery_scale.py measures
+it at scale).
 
 Random unit vectors, no datasets, never skipped."""
 from __future__ import annotations
@@ -56,6 +57,8 @@ def test_a_big_gallery_uses_four_bit_lists_and_answers_as_exact_search(
     truth = nearest(vectors, queries, np.ones(PEOPLE, bool))
     found = [row[0].name for row in gallery.search(queries, k=1)]
     assert found == [f"p{i:03d}" for i in truth]
+    with gallery.locked():    # enrolment's look-alike search reads inside the write transaction
+        assert [row[0].name for row in gallery.search(queries, k=1)] == found
     # distances are the database's, not the codes'
     best = gallery.search(queries[0], k=1)[0][0]
     exact = float(np.sqrt(max(0.0, 2 - 2 * float(queries[0] @ vectors[truth[0]]))))
