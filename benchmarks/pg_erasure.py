@@ -5,10 +5,10 @@
 Starts a throwaway server (.ci/postgres.sh) and fills two databases with N people of one face each by bulk SQL
 (random 512-byte vectors, as float16 at 256-d): ``old`` with schema 1's unpartitioned tables, ``new`` created by
 ``Gallery`` (schema 2, hash partitions). In each, one thread runs identify's database reads back to back (the
-generation, then 32 random face ids with their names, in one read transaction: the old join, or the new two
+generation, then ``gallery.store.RERANKED`` random face ids with their names, in one read transaction: the old join, or the new two
 queries by id) while the main thread removes 10 people as ``Gallery.remove_person`` does on the database (delete
 under the write lock, commit, then rewrite: old ``VACUUM FULL faces`` and ``people``, new the partitions that held
-the rows). Reported per layout: read latency before the removals (the 32-id lookup's cost) and the longest read
+the rows). Reported per layout: read latency before the removals (the lookup's cost) and the longest read
 while they ran (the stall), and each removal's time. The FAISS cache is left out: it is the same in both.
 """
 from __future__ import annotations
@@ -30,11 +30,12 @@ from sqlalchemy import Engine, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from benchmarks.machine import RESULTS, cpu_name, load_average, write_result
+from gallery.store import RERANKED
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 256
 REMOVALS = 10
-LOOKUP = 32
+LOOKUP = RERANKED      # the candidates one identify reads back from the database
 BASELINE_S = 3.0
 SCHEMA_1 = """
 CREATE TABLE meta (id SERIAL NOT NULL, generation INTEGER NOT NULL, schema_version INTEGER NOT NULL, PRIMARY KEY (id));

@@ -47,7 +47,7 @@ from gallery.vectors import from_blob, ip_to_distance, to_blob, unit_rows
 DB_FILE = "gallery.sqlite3"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NO_META = "gallery database {} has no meta row; it was not created by oneshot or was damaged"
-_MIN_CANDIDATES = 8       # re-ranked with the stored vectors (8-bit scores are within ~0.005 of the truth)
+RERANKED = 8       # re-ranked with the stored vectors (8-bit scores are within ~0.005 of the truth)
 _WIDEN = 4
 PAGE_SIZE = 16384
 _CHUNK = 20_000          # rows per round trip when streaming vectors or looking up ids
@@ -321,7 +321,7 @@ class Gallery:
         costs one round trip)."""
         total = loaded.live
         results: list[list[Match]] = [[] for _ in range(len(queries))]
-        want = min(total, max(_WIDEN * k, _MIN_CANDIDATES))
+        want = min(total, max(_WIDEN * k, RERANKED))
         pending = list(range(len(queries))) if total else []
         with self._face_reader("search the gallery") as read:
             if not pending and check_generation and read(np.zeros(0, np.int64))[0] != loaded.generation:
