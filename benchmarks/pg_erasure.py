@@ -30,6 +30,7 @@ from sqlalchemy import Engine, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from benchmarks.machine import RESULTS, cpu_name, load_average, write_result
+from gallery import pg
 from gallery.store import RERANKED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,7 +175,7 @@ def run_layout(server: str, people: int, *, old: bool, home: Path) -> dict[str, 
     ms = lambda xs, q: round(float(np.percentile(xs, q)), 2) if len(xs) else None  # noqa: E731
     return {
         "layout": "schema 1: unpartitioned, VACUUM FULL faces + people" if old else
-                  "schema 2: 64 hash partitions each, VACUUM FULL of the erased rows' partitions",
+                  f"schema 2: {pg.PARTITIONS} hash partitions each, VACUUM FULL of the erased rows' partitions",
         "fill_s": round(fill_s, 1), "faces_table_mb": round(int(size) / 2**20),
         "read_p50_ms_before": ms(before, 50), "read_p99_ms_before": ms(before, 99),
         "read_max_ms_before": ms(before, 100), "reads_during_removals": len(during),
