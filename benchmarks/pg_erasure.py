@@ -121,7 +121,6 @@ def identify_reads(engine: Engine, people: int, *, old: bool, stop: threading.Ev
 
 def remove(engine: Engine, writer: Engine, name: str, *, old: bool) -> float:
     """What Gallery.remove_person does to the database (the cache left out); returns seconds."""
-    from gallery import pg
     from gallery.schema import Face, Meta, Person
 
     t0 = time.perf_counter()
