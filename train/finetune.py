@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.minutes and time.time() - start_time > 60 * args.minutes:
             break
     checkpoint()
+    log.close()
 
 
 if __name__ == "__main__":
