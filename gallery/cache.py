@@ -37,6 +37,7 @@ SLOTS_FILE = "index.slots"
 META_FILE = "index.json"
 FORMAT = 3
 LOAD_CHUNK = 65_536    # records copied out of the memory map at a time when opening
+COMPACT_ABOVE = 1000   # records; a slots file this small is never worth compacting
 # Temporary files our atomic writes create (``.<name>.<random>.tmp``); a crash can leave one behind.
 TEMP_PREFIXES = tuple(f".{name}." for name in (INDEX_FILE, SLOTS_FILE, META_FILE))
 
@@ -267,7 +268,7 @@ class DiskCache:
                 fh.flush()
                 os.fsync(fh.fileno())
         new = replace(meta, generation=generation, live=meta.live - erased, people=people)
-        if new.records > 1000 and new.live * 2 < new.records:
+        if new.records > COMPACT_ABOVE and new.live * 2 < new.records:
             new = self._compact(new)
         self.write_meta(new)
         return new

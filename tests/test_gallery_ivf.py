@@ -172,3 +172,44 @@ def test_enrolment_and_removal_update_the_open_index_without_reloading(
     assert gallery._current_index() is loaded and loaded.live == PEOPLE
     assert gallery.search(newcomer, k=1)[0][0].name == "newcomer"
     gallery.close()
+
+
+def test_compaction_after_most_removals_keeps_answers_right(
+        tmp_path: Path, small_exact_limit: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(14)
+    home = tmp_path / "home"
+    gallery, vectors = crowd(home, rng)
+    monkeypatch.setattr("gallery.cache.COMPACT_ABOVE", 100)
+    gone = list(range(0, 260))
+    for i in gone:
+        gallery.remove_person(f"p{i:03d}")
+    meta = DiskCache(home, MODEL, DIM).meta()
+    assert meta is not None and meta.records < PEOPLE and meta.live == PEOPLE - len(gone)
+    alive = np.ones(PEOPLE, bool)
+    alive[gone] = False
+    queries = unit_rows(vectors[250:290] + 0.3 * rng.normal(size=(40, DIM)), DIM)
+    want = [f"p{i:03d}" for i in nearest(vectors, queries, alive)]
+    assert [row[0].name for row in gallery.search(queries, k=1)] == want
+    gallery.close()
+    with Gallery(home, MODEL, DIM) as reopened:
+        assert [row[0].name for row in reopened.search(queries, k=1)] == want
+
+
+def test_a_cache_that_cannot_be_written_still_answers_from_memory(
+        tmp_path: Path, small_exact_limit: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(15)
+    home = tmp_path / "home"
+    gallery, vectors = crowd(home, rng)
+    gallery.close()
+    for name in ("index.faiss", "index.slots", "index.json"):
+        (home / name).unlink()
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(DiskCache, "write_full", disk_full)
+    with Gallery(home, MODEL, DIM) as reopened:
+        queries = unit_rows(vectors[:30] + 0.3 * rng.normal(size=(30, DIM)), DIM)
+        want = [f"p{i:03d}" for i in nearest(vectors, queries, np.ones(PEOPLE, bool))]
+        assert [row[0].name for row in reopened.search(queries, k=1)] == want
+        assert not index.is_exact(reopened._current_index().ivf)
