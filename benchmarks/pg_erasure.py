@@ -38,6 +38,7 @@ DIM = 256
 REMOVALS = 10
 LOOKUP = RERANKED      # the candidates one identify reads back from the database
 BASELINE_S = 3.0
+# the tables as schema 1 created them (tests/test_backends.py upgrades a database made from this too)
 SCHEMA_1 = """
 CREATE TABLE meta (id SERIAL NOT NULL, generation INTEGER NOT NULL, schema_version INTEGER NOT NULL, PRIMARY KEY (id));
 CREATE TABLE people (id SERIAL NOT NULL, name VARCHAR(256) NOT NULL, created_at VARCHAR(32) NOT NULL,

@@ -87,31 +87,27 @@ class Loaded:
         return index.search(self.ivf, queries, want, self._eight_bit)
 
     def _eight_bit(self, ids: np.ndarray) -> np.ndarray:
-        order = np.argsort(ids)          # ascending needles: the binary searches and the reads stay local
-        positions = np.searchsorted(self.record_ids, ids[order])
-        codes = np.empty((len(ids), self.records.dtype["code"].shape[0]), np.uint8)
-        codes[order] = self.records[positions]["code"]
-        return index.rescoring_codes(self.ivf, codes)
+        order = np.argsort(ids)          # ascending needles: the binary searches stay local
+        positions = np.searchsorted(self.record_ids, ids[order])[np.argsort(order)]
+        return index.eight_bit_part(self.ivf, self.records[positions]["code"])
 
     def appended(self, cache: DiskCache, meta: Meta, ids: np.ndarray, codes: np.ndarray) -> None:
         """Follow ``cache.append``: the new faces become searchable and their records readable."""
         index.fill(self.ivf, ids, codes)
-        self.record_ids = np.concatenate([self.record_ids, ids.astype(np.int64)])
-        self._remap(cache, meta)
+        self._follow(cache, meta, np.concatenate([self.record_ids, ids.astype(np.int64)]))
 
     def erased(self, cache: DiskCache, meta: Meta, ids: np.ndarray) -> None:
         """Follow ``cache.erase``: it zeroed the records in place (seen through the map) or compacted the file."""
         index.remove(self.ivf, ids)
-        if meta.records != len(self.record_ids):
-            slots = cache.slots(meta)
-            self.record_ids = np.array(slots["id"]) if slots is not None else self.record_ids
-        self._remap(cache, meta)
+        self._follow(cache, meta, self.record_ids)
 
-    def _remap(self, cache: DiskCache, meta: Meta) -> None:
+    def _follow(self, cache: DiskCache, meta: Meta, record_ids: np.ndarray) -> None:
         records = cache.slots(meta)
-        if records is None or len(records) != len(self.record_ids):
+        if records is None:
             raise OSError(f"cannot read {cache.home / SLOTS_FILE}")
-        self.meta, self.records = meta, np.asarray(records)   # a plain view of the map: no memmap overhead per read
+        if len(records) != len(record_ids):   # compacted: the records moved
+            record_ids = np.array(records["id"])
+        self.meta, self.records, self.record_ids = meta, records, record_ids
 
 
 def records_of(ids: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -196,7 +192,7 @@ class DiskCache:
             return None
         if live_ids:
             index.fill(ivf, np.concatenate(live_ids), np.concatenate(live_codes))
-        return Loaded(ivf, meta, np.asarray(slots), np.concatenate(ids) if ids else np.zeros(0, np.int64))
+        return Loaded(ivf, meta, slots, np.concatenate(ids) if ids else np.zeros(0, np.int64))
 
     def live_ids(self, meta: Meta) -> np.ndarray | None:
         """Face ids of the live records, ascending (used to reconcile with the database)."""
@@ -206,12 +202,13 @@ class DiskCache:
         return np.asarray(slots["id"][slots["live"] == 1])
 
     def slots(self, meta: Meta) -> np.ndarray | None:
-        """A read-only memory map of the ``meta.records`` records (nothing is read until touched), or None."""
+        """The ``meta.records`` records through a read-only memory map (nothing is read until touched), as a plain
+        array view (a memmap object costs per indexing), or None."""
         if meta.records == 0:
             return np.zeros(0, record_dtype(meta.code_size))
         try:
-            return np.memmap(self.home / SLOTS_FILE, dtype=record_dtype(meta.code_size), mode="r",
-                             shape=(meta.records,))
+            return np.asarray(np.memmap(self.home / SLOTS_FILE, dtype=record_dtype(meta.code_size), mode="r",
+                                        shape=(meta.records,)))
         except (OSError, ValueError):
             return None
 

@@ -167,9 +167,9 @@ def list_numbers(ivf: Any, codes: np.ndarray) -> np.ndarray:
     return out
 
 
-def rescoring_codes(ivf: Any, codes: np.ndarray) -> np.ndarray:
-    """The 8-bit part of record codes (the whole index code for the exact index)."""
-    return codes[:, int(ivf.coarse_code_size()):] if is_exact(ivf) else codes[:, int(ivf.sa_code_size()):]
+def eight_bit_part(ivf: Any, codes: np.ndarray) -> np.ndarray:
+    """The 8-bit re-scoring codes at the end of the 4-bit index's record codes (see ``encode``)."""
+    return codes[:, int(ivf.sa_code_size()):]
 
 
 def fill(ivf: Any, ids: np.ndarray, codes: np.ndarray) -> None:

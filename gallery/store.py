@@ -53,16 +53,13 @@ PAGE_SIZE = 16384
 _CHUNK = 20_000          # rows per round trip when streaming vectors or looking up ids
 # Identify's reads, as plain SQL: the ORM's statement building cost more than the reads themselves (0.44 vs 0.23 ms
 # a search at 1M faces), on the path every door waits on.
-_GENERATION = text(f"SELECT generation FROM meta WHERE id = {META_ROW_ID}")
-_FACES_AND_NAMES = text(
-    "SELECT faces.id, people.name, faces.vector FROM faces JOIN people ON people.id = faces.person_id "
-    "WHERE faces.id IN :ids AND faces.model_id = :model AND faces.dim = :dim"
-).bindparams(bindparam("ids", expanding=True))
+_GENERATION_SQL = f"SELECT generation FROM meta WHERE id = {META_ROW_ID}"
+_GENERATION = text(_GENERATION_SQL)
 _FACES = text("SELECT id, person_id, vector FROM faces WHERE id IN :ids AND model_id = :model AND dim = :dim"
               ).bindparams(bindparam("ids", expanding=True))
 _NAMES = text("SELECT id, name FROM people WHERE id IN :ids").bindparams(bindparam("ids", expanding=True))
 FaceRows = dict[int, tuple[str, np.ndarray]]     # face id -> (name, stored vector)
-_SQLITE_FACES = (f"SELECT (SELECT generation FROM meta WHERE id = {META_ROW_ID}), faces.id, people.name, faces.vector "
+_SQLITE_FACES = (f"SELECT ({_GENERATION_SQL}), faces.id, people.name, faces.vector "
                  "FROM faces JOIN people ON people.id = faces.person_id "
                  "WHERE faces.id IN ({}) AND faces.model_id = ? AND faces.dim = ?")
 
@@ -345,36 +342,39 @@ class Gallery:
     def _face_reader(self, action: str) -> Iterator[Callable[[np.ndarray], tuple[int, FaceRows]]]:
         """A function from face ids to (generation, {face id: (name, stored vector)}), both of one snapshot.
 
-        Outside a held transaction on SQLite it is one plain statement on the pooled driver connection (SQLite runs
-        each statement in its own snapshot): identify's whole database cost at 1M faces went from 0.25 to 0.08 ms,
-        the ORM's part of a search every door waits on. Elsewhere, the session's read transaction."""
-        if db.is_sqlite(self._engine) and self._tx is None:
-            with db.translated(self.db_path, action):
-                connection = self._engine.raw_connection()
-                try:
-                    yield lambda ids: self._sqlite_face_rows(connection.driver_connection, ids)
-                finally:
-                    connection.close()
+        SQLite: one plain statement on the driver connection (each statement is its own snapshot), the held write
+        transaction's inside ``locked()`` so it sees that block's changes, else a pooled one: identify's whole
+        database cost at 1M faces went from 0.25 to 0.08 ms, the ORM's part of a search every door waits on.
+        PostgreSQL: the session's read transaction (``_face_rows``)."""
+        if not db.is_sqlite(self._engine):
+            with self._reading(action) as session:
+                yield lambda ids: (_read_generation(session), self._face_rows(session, ids))
             return
-        with self._reading(action) as session:
-            yield lambda ids: (_read_generation(session), self._face_rows(session, ids))
+        with db.translated(self.db_path, action):
+            if self._tx is not None:
+                self._tx.flush()
+                held = self._tx.connection().connection.driver_connection
+                yield lambda ids: self._sqlite_face_rows(held, ids)
+                return
+            pooled = self._engine.raw_connection()
+            try:
+                yield lambda ids: self._sqlite_face_rows(pooled.driver_connection, ids)
+            finally:
+                pooled.close()
 
     def _sqlite_face_rows(self, connection: sqlite3.Connection, ids: np.ndarray) -> tuple[int, FaceRows]:
-        out: FaceRows = {}
-        generation = None
+        rows, generation = [], None
         for start in range(0, len(ids), _CHUNK):
             chunk = [int(i) for i in ids[start:start + _CHUNK]]
             sql = _SQLITE_FACES.format(",".join("?" * len(chunk)))
-            for generation, face_id, name, blob in connection.execute(sql, [*chunk, self.model_id, self.dim]):
-                vector = from_blob(blob, self.dim)
-                if vector is not None:
-                    out[int(face_id)] = (name, vector)
+            for generation, *row in connection.execute(sql, [*chunk, self.model_id, self.dim]):
+                rows.append(row)
         if generation is None:      # no rows: the generation on its own
-            row = connection.execute(f"SELECT generation FROM meta WHERE id = {META_ROW_ID}").fetchone()
-            if row is None:
+            found = connection.execute(_GENERATION_SQL).fetchone()
+            if found is None:
                 raise GalleryError(_NO_META.format(self.db_path))
-            generation = row[0]
-        return int(generation), out
+            generation = found[0]
+        return int(generation), self._decoded(rows)
 
     def rebuild_index(self) -> None:
         """Rebuild (and retrain) the FAISS cache from the database and write it beside the database."""
@@ -477,28 +477,27 @@ class Gallery:
     def _forget_index(self) -> None:
         self._loaded = None
 
-    def _face_rows(self, session: Session, ids: np.ndarray) -> dict[int, tuple[str, np.ndarray]]:
-        """Name and exact vector of each face id that still exists (ids removed meanwhile are simply absent).
-
-        On PostgreSQL two queries by id rather than a join: with literal id lists it plans (and locks) only the
-        partitions holding those ids, while a join on ``person_id`` would plan and lock every partition of
-        ``people`` and so wait for any partition an erasure is rewriting. SQLite has no partitions: one join.
-        """
-        out: dict[int, tuple[str, np.ndarray]] = {}
+    def _face_rows(self, session: Session, ids: np.ndarray) -> FaceRows:
+        """PostgreSQL: name and stored vector of each face id that still exists (ids removed meanwhile are simply
+        absent), in two queries by id rather than a join: with literal id lists PostgreSQL plans (and locks) only
+        the partitions holding those ids, while a join on ``person_id`` would plan and lock every partition of
+        ``people`` and so wait for any partition an erasure is rewriting."""
+        rows = []
         for start in range(0, len(ids), _CHUNK):
             chunk = {"ids": [int(i) for i in ids[start:start + _CHUNK]], "model": self.model_id, "dim": self.dim}
-            if db.is_sqlite(self._engine):
-                rows = session.execute(_FACES_AND_NAMES, chunk).all()
-            else:
-                faces = session.execute(_FACES, chunk).all()
-                owners = sorted({int(person_id) for _, person_id, _ in faces})
-                names = dict(session.execute(_NAMES, {"ids": owners}).all()) if owners else {}
-                rows = [(face_id, names[person_id], blob) for face_id, person_id, blob in faces
-                        if person_id in names]
-            for face_id, name, blob in rows:
-                vector = from_blob(blob, self.dim)
-                if vector is not None:
-                    out[int(face_id)] = (name, vector)
+            faces = session.execute(_FACES, chunk).all()
+            owners = sorted({int(person_id) for _, person_id, _ in faces})
+            names = dict(session.execute(_NAMES, {"ids": owners}).all()) if owners else {}
+            rows += [(face_id, names[person_id], blob) for face_id, person_id, blob in faces if person_id in names]
+        return self._decoded(rows)
+
+    def _decoded(self, rows: Any) -> FaceRows:
+        """(face id, name, blob) rows as {face id: (name, vector)}; a damaged vector is left out, not fatal."""
+        out: FaceRows = {}
+        for face_id, name, blob in rows:
+            vector = from_blob(blob, self.dim)
+            if vector is not None:
+                out[int(face_id)] = (name, vector)
         return out
 
     def _current_index(self) -> Loaded:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from benchmarks.pg_erasure import SCHEMA_1   # the tables as schema 1 created them
 from enroll.service import OneShot
 from gallery import DB_FILE, INDEX_FILE, Gallery
 from gallery.vectors import to_blob, unit_rows
@@ -284,17 +285,6 @@ def test_a_removal_does_not_lock_the_whole_table(backend: tuple[str, str | None]
         assert alone   # the victim's partitions held no one else's rows, so the test proved something
 
 
-SCHEMA_1_POSTGRES = """
-CREATE TABLE meta (id SERIAL NOT NULL, generation INTEGER NOT NULL, schema_version INTEGER NOT NULL, PRIMARY KEY (id));
-CREATE TABLE people (id SERIAL NOT NULL, name VARCHAR(256) NOT NULL, created_at VARCHAR(32) NOT NULL,
-    updated_at VARCHAR(32) NOT NULL, PRIMARY KEY (id), UNIQUE (name));
-CREATE TABLE faces (id SERIAL NOT NULL, person_id INTEGER NOT NULL, model_id VARCHAR(128) NOT NULL, dim INTEGER NOT NULL,
-    vector BYTEA NOT NULL, photo_sha256 VARCHAR(64) NOT NULL, created_at VARCHAR(32) NOT NULL, PRIMARY KEY (id),
-    FOREIGN KEY(person_id) REFERENCES people (id) ON DELETE CASCADE);
-CREATE INDEX ix_faces_person_id ON faces (person_id);
-CREATE INDEX ix_faces_model_id ON faces (model_id);
-INSERT INTO meta VALUES (1, 0, 1);
-"""
 _NOW = "2024-01-01T00:00:00+00:00"
 
 
@@ -315,7 +305,7 @@ def test_schema_1_postgres_gallery_is_partitioned_on_open(backend: tuple[str, st
         return
     rng = np.random.default_rng(4)
     vectors = _unit(rng, 20)
-    _sql(url, SCHEMA_1_POSTGRES)
+    _sql(url, SCHEMA_1)
     for i, v in enumerate(vectors):
         person = _sql(url, "INSERT INTO people (name, created_at, updated_at) VALUES (%s, %s, %s) RETURNING id",
                       f"p{i:02d}", _NOW, _NOW)[0][0]

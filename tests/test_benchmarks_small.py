@@ -160,14 +160,20 @@ def test_real_photos_operating_points_tie_thresholds_across_systems() -> None:
 
 def test_gallery_scale_prints_the_issues_keys(tmp_path: Path) -> None:
     """`python -m benchmarks.gallery_scale --people N --json` end to end at a small N (synthetic vectors, so it
-    needs no dataset): one JSON object with every key issue 32 names, and exact recall below the IVF size."""
+    needs no dataset): one JSON object with every key issue 32 names, and exact recall below the IVF size; then
+    benchmarks.gallery_tradeoff on the gallery it kept."""
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-m", "benchmarks.gallery_scale", "--people", "3000", "--json",
-                           "--synthetic", "--home", str(tmp_path / "g")], cwd=root, capture_output=True, text=True,
-                          timeout=600)
+                           "--synthetic", "--keep", "--home", str(tmp_path / "g")], cwd=root, capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     for key in ("people", "search_p50_ms", "search_p99_ms", "recall_at_1", "enrol_ms", "remove_ms", "open_ms",
                 "peak_rss_mb", "disk_bytes_per_person"):
         assert key in result, key
     assert result["people"] == 3000 and result["recall_at_1"] == 1.0 and result["real_vectors"] == 0
+    swept = subprocess.run([sys.executable, "-m", "benchmarks.gallery_tradeoff", "--home", str(tmp_path / "g"),
+                            "600000:512:8", "600000:512:32"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert swept.returncode == 0, swept.stderr
+    lines = swept.stdout.splitlines()
+    assert len(lines) == 2 and all(line.endswith("recall@1 1.000") for line in lines), lines
