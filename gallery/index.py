@@ -6,7 +6,7 @@ Two structures, chosen by gallery size (``lists_for``):
 * below ``EXACT_BELOW`` faces: one inverted list of 8-bit codes (``IndexIVFScalarQuantizer``, 256 bytes for the
   256-d model, half the float16 truth in the database). Every query scans every face: exact search over the codes.
   Nothing is trained, so a gallery of one person works.
-* from ``EXACT_BELOW`` on: about ``4·√n`` lists (spherical k-means on a sample) of 4-bit product-quantiser codes
+* from ``EXACT_BELOW`` on: ``LISTS`` lists (spherical k-means on a sample, once) of 4-bit product-quantiser codes
   laid out for SIMD scanning (``IndexIVFPQFastScan``, 64 sub-vectors: 32 bytes a face, an eighth of the 8-bit
   code). A query scans as many of the nearest lists as fit in ``SCAN_BUDGET`` codes and keeps a ``SHORTLIST``;
   the shortlist is re-scored with each face's 8-bit code (kept beside the 4-bit one in the cache's slots file,
@@ -122,7 +122,6 @@ def train(dim: int, sample: np.ndarray, nlist: int, seed: int = 1234) -> Any:
     ivf.own_fields = True
     quantizer.this.disown()
     ivf.by_residual = False    # codes of the vectors themselves: the 8-bit re-scoring needs no list centroid
-    ivf.cp.seed = seed
     ivf.pq.cp.seed = seed
     ivf.pq.cp.min_points_per_centroid = 1   # a small sample only warns; the lists are then coarser, not wrong
     ivf.train(sample)
