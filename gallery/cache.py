@@ -63,12 +63,14 @@ class Meta:
 class Loaded:
     """The searchable in-memory index of one database generation, how many people it holds (the N of τ(N)), and
     the records the 8-bit re-scoring reads (the slots file's memory map, or the records themselves when the cache
-    could not be written), with their ids in a contiguous copy for binary search."""
+    could not be written), with ``position``: face id -> its record's index (-1: none), one int32 per face id ever
+    issued (4 MB at 1M): a shortlist's records are found with one lookup each, where a binary search over the ids
+    cost 0.2 ms a query at 1M (cache misses)."""
 
     ivf: Any
     meta: Meta
     records: np.ndarray
-    record_ids: np.ndarray
+    position: np.ndarray
 
     @property
     def generation(self) -> int:
@@ -87,27 +89,39 @@ class Loaded:
         return index.search(self.ivf, queries, want, self._eight_bit)
 
     def _eight_bit(self, ids: np.ndarray) -> np.ndarray:
-        order = np.argsort(ids)          # ascending needles: the binary searches stay local
-        positions = np.searchsorted(self.record_ids, ids[order])[np.argsort(order)]
-        return index.eight_bit_part(self.ivf, self.records[positions]["code"])
+        return index.eight_bit_part(self.ivf, self.records[self.position[ids]]["code"])
 
     def appended(self, cache: DiskCache, meta: Meta, ids: np.ndarray, codes: np.ndarray) -> None:
-        """Follow ``cache.append``: the new faces become searchable and their records readable."""
+        """Follow ``cache.append`` (which wrote the records after the ``self.meta.records`` already there): the new
+        faces become searchable and their records readable."""
         index.fill(self.ivf, ids, codes)
-        self._follow(cache, meta, np.concatenate([self.record_ids, ids.astype(np.int64)]))
+        if len(ids) and int(ids.max()) >= len(self.position):   # room for the new ids, doubling
+            grown = np.full(max(int(ids.max()) + 1, 2 * len(self.position)), -1, np.int32)
+            grown[: len(self.position)] = self.position
+            self.position = grown
+        self.position[ids] = np.arange(self.meta.records, self.meta.records + len(ids), dtype=np.int32)
+        self._follow(cache, meta)
 
     def erased(self, cache: DiskCache, meta: Meta, ids: np.ndarray) -> None:
         """Follow ``cache.erase``: it zeroed the records in place (seen through the map) or compacted the file."""
         index.remove(self.ivf, ids)
-        self._follow(cache, meta, self.record_ids)
+        compacted = meta.records != self.meta.records
+        self._follow(cache, meta)
+        if compacted:   # the records moved
+            self.position = positions(self.records["id"])
 
-    def _follow(self, cache: DiskCache, meta: Meta, record_ids: np.ndarray) -> None:
+    def _follow(self, cache: DiskCache, meta: Meta) -> None:
         records = cache.slots(meta)
         if records is None:
             raise OSError(f"cannot read {cache.home / SLOTS_FILE}")
-        if len(records) != len(record_ids):   # compacted: the records moved
-            record_ids = np.array(records["id"])
-        self.meta, self.records, self.record_ids = meta, records, record_ids
+        self.meta, self.records = meta, records
+
+
+def positions(record_ids: np.ndarray) -> np.ndarray:
+    """face id -> index of its record (-1 for ids with none), for records in any order."""
+    table = np.full(int(record_ids.max()) + 1 if len(record_ids) else 0, -1, np.int32)
+    table[record_ids] = np.arange(len(record_ids), dtype=np.int32)
+    return table
 
 
 def records_of(ids: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -192,7 +206,7 @@ class DiskCache:
             return None
         if live_ids:
             index.fill(ivf, np.concatenate(live_ids), np.concatenate(live_codes))
-        return Loaded(ivf, meta, slots, np.concatenate(ids) if ids else np.zeros(0, np.int64))
+        return Loaded(ivf, meta, slots, positions(np.concatenate(ids) if ids else np.zeros(0, np.int64)))
 
     def live_ids(self, meta: Meta) -> np.ndarray | None:
         """Face ids of the live records, ascending (used to reconcile with the database)."""

@@ -661,7 +661,7 @@ class Gallery:
             records = cache_files.records_of(ids, codes)
         index.fill(ivf, ids, codes)
         del codes
-        return Loaded(ivf, meta, records, ids)
+        return Loaded(ivf, meta, records, cache_files.positions(ids))
 
     def _rebuild(self, session: Session) -> Loaded:
         """Build from the database and replace the cache files (lock held); leftovers of crashed writes go too."""
